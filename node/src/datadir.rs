@@ -1,0 +1,1 @@
+//! Data directory layout: identity key, store, API address file.

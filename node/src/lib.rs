@@ -1,0 +1,6 @@
+//! metamesh-node: the running node (libp2p mesh, validation pipeline, sync,
+//! HTTP API, metrics, configuration) and the `metamesh` CLI.
+
+pub mod cli;
+pub mod datadir;
+pub mod logging;

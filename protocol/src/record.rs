@@ -1,0 +1,435 @@
+//! Signed records: sign bytes, not structures.
+//!
+//! A body (a pattern or an insight set) is CBOR-encoded once. The envelope
+//! carries those bytes, the signer's `PeerId` and an ed25519 signature over a
+//! domain tag (which also fixes the record kind) followed by the body bytes.
+//! Verifiers check the signature on the received bytes and only then decode.
+//! An ed25519 `PeerId` embeds its public key, so the envelope alone is enough
+//! to verify. The content hash (blake3 of the body bytes) is the dedup key.
+
+use libp2p_identity::{Keypair, PeerId, PublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError};
+use crate::insights::InsightSet;
+use crate::schema::{Pattern, SchemaError};
+use crate::stats::DepthTable;
+
+/// Largest body of any record, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Largest encoded envelope, in bytes.
+pub const MAX_RECORD_BYTES: usize = MAX_BODY_BYTES + 256;
+/// Current body format version. Bodies with another version are ignored.
+pub const BODY_VERSION: u16 = 1;
+
+/// What a record carries; part of the signed domain tag, so a signature for
+/// one kind can never be replayed as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    Pattern,
+    Insight,
+}
+
+impl RecordKind {
+    fn domain(self) -> &'static [u8] {
+        match self {
+            RecordKind::Pattern => b"metamesh/record/pattern/v1\0",
+            RecordKind::Insight => b"metamesh/record/insight/v1\0",
+        }
+    }
+}
+
+/// blake3 of a record's body bytes: the dedup key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ContentHash(#[serde(with = "serde_bytes_array")] pub [u8; 32]);
+
+impl ContentHash {
+    pub fn of(bytes: &[u8]) -> Self {
+        ContentHash(*blake3::hash(bytes).as_bytes())
+    }
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from(self.0).to_hex().to_string()
+    }
+}
+
+impl std::fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ContentHash({})", &self.to_hex()[..16])
+    }
+}
+
+impl std::fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+mod serde_bytes_array {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::Bytes::new(v).serialize(s)
+    }
+    use serde::Serialize;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let b = serde_bytes::ByteBuf::deserialize(d)?;
+        b.into_vec()
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("expected 32 bytes"))
+    }
+}
+
+/// The signed envelope, as it travels and as it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRecord {
+    pub kind: RecordKind,
+    /// The CBOR body, exactly as signed.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    /// The signer's PeerId, as bytes.
+    #[serde(with = "serde_bytes")]
+    pub signer: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// A pattern as signed by its origin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternBody {
+    pub v: u16,
+    /// The signer; must equal the envelope's signer.
+    pub origin: PeerId,
+    /// Per-origin sequence number: 1, 2, 3, …
+    pub seq: u64,
+    pub pattern: Pattern,
+}
+
+/// An origin's insights plus the per-depth sufficient statistics of its own
+/// patterns that they were computed from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InsightBody {
+    pub v: u16,
+    pub origin: PeerId,
+    /// Monotonic per origin: a newer broadcast replaces an older one.
+    pub seq: u64,
+    /// Unix seconds when computed.
+    pub computed_at: f64,
+    pub stats: DepthTable,
+    pub insights: InsightSet,
+}
+
+/// Why a record was refused. Each variant is a rejection reason that the node
+/// counts and charges against the sender's reputation.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record is {0} bytes; the limit is {MAX_RECORD_BYTES}")]
+    TooLarge(usize),
+    #[error("malformed record: {0}")]
+    Decode(#[from] CodecError),
+    #[error("signer is not a valid ed25519 PeerId")]
+    BadSigner,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("body version {0} is not supported")]
+    UnsupportedVersion(u16),
+    #[error("body origin does not match the signer")]
+    OriginMismatch,
+    #[error("sequence number must be at least 1")]
+    BadSeq,
+    #[error("invalid pattern: {0}")]
+    Schema(#[from] SchemaError),
+    #[error("record kind is {0:?}, expected {1:?}")]
+    WrongKind(RecordKind, RecordKind),
+}
+
+impl RecordError {
+    /// A stable short name, for counters and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RecordError::TooLarge(_) => "too_large",
+            RecordError::Decode(_) => "decode",
+            RecordError::BadSigner => "bad_signer",
+            RecordError::BadSignature => "bad_signature",
+            RecordError::UnsupportedVersion(_) => "unsupported_version",
+            RecordError::OriginMismatch => "origin_mismatch",
+            RecordError::BadSeq => "bad_seq",
+            RecordError::Schema(_) => "schema",
+            RecordError::WrongKind(..) => "wrong_kind",
+        }
+    }
+}
+
+/// The ed25519 public key embedded in an ed25519 `PeerId`.
+pub fn ed25519_key_of(peer: &PeerId) -> Option<libp2p_identity::ed25519::PublicKey> {
+    let mh = peer.as_ref();
+    if mh.code() != 0 {
+        return None; // hashed (non-inline) key: not ed25519
+    }
+    PublicKey::try_decode_protobuf(mh.digest())
+        .ok()?
+        .try_into_ed25519()
+        .ok()
+}
+
+fn signed_message(kind: RecordKind, body: &[u8]) -> Vec<u8> {
+    let domain = kind.domain();
+    let mut msg = Vec::with_capacity(domain.len() + body.len());
+    msg.extend_from_slice(domain);
+    msg.extend_from_slice(body);
+    msg
+}
+
+impl SignedRecord {
+    /// Sign already-encoded body bytes.
+    pub fn sign_bytes(kind: RecordKind, body: Vec<u8>, key: &Keypair) -> SignedRecord {
+        // ed25519 signing cannot fail; other key types are refused at start-up,
+        // so an empty signature (which never verifies) is the safe fallback.
+        let signature = key.sign(&signed_message(kind, &body)).unwrap_or_default();
+        SignedRecord {
+            kind,
+            body,
+            signer: key.public().to_peer_id().to_bytes(),
+            signature,
+        }
+    }
+
+    /// Encode and sign a pattern as `seq` of the key's PeerId.
+    pub fn sign_pattern(pattern: Pattern, seq: u64, key: &Keypair) -> SignedRecord {
+        let body = PatternBody {
+            v: BODY_VERSION,
+            origin: key.public().to_peer_id(),
+            seq,
+            pattern,
+        };
+        SignedRecord::sign_bytes(RecordKind::Pattern, codec::to_cbor(&body), key)
+    }
+
+    /// Encode and sign an insight body (its `origin` must be the key's PeerId).
+    pub fn sign_insight(body: &InsightBody, key: &Keypair) -> SignedRecord {
+        SignedRecord::sign_bytes(RecordKind::Insight, codec::to_cbor(body), key)
+    }
+
+    pub fn content_hash(&self) -> ContentHash {
+        ContentHash::of(&self.body)
+    }
+
+    pub fn signer_peer(&self) -> Result<PeerId, RecordError> {
+        PeerId::from_bytes(&self.signer).map_err(|_| RecordError::BadSigner)
+    }
+
+    /// Check size and signature over the received bytes. Does not decode the body.
+    pub fn verify_signature(&self) -> Result<PeerId, RecordError> {
+        if self.body.len() > MAX_BODY_BYTES {
+            return Err(RecordError::TooLarge(self.body.len()));
+        }
+        let peer = self.signer_peer()?;
+        let key = ed25519_key_of(&peer).ok_or(RecordError::BadSigner)?;
+        if !key.verify(&signed_message(self.kind, &self.body), &self.signature) {
+            return Err(RecordError::BadSignature);
+        }
+        Ok(peer)
+    }
+
+    /// Verify, then decode a pattern body and check its schema and its origin.
+    /// `now` (unix seconds) bounds future timestamps.
+    pub fn open_pattern(&self, now: f64) -> Result<PatternBody, RecordError> {
+        if self.kind != RecordKind::Pattern {
+            return Err(RecordError::WrongKind(self.kind, RecordKind::Pattern));
+        }
+        let signer = self.verify_signature()?;
+        self.decode_pattern_unverified(signer, now)
+    }
+
+    /// Decode and check a pattern body whose signature was already verified
+    /// (for example in a batch). `signer` is the verified signer.
+    pub fn decode_pattern_unverified(&self, signer: PeerId, now: f64) -> Result<PatternBody, RecordError> {
+        let body: PatternBody = codec::from_cbor(&self.body, MAX_BODY_BYTES)?;
+        if body.v != BODY_VERSION {
+            return Err(RecordError::UnsupportedVersion(body.v));
+        }
+        if body.origin != signer {
+            return Err(RecordError::OriginMismatch);
+        }
+        if body.seq == 0 {
+            return Err(RecordError::BadSeq);
+        }
+        body.pattern.validate(now)?;
+        Ok(body)
+    }
+
+    /// Verify, then decode an insight body.
+    pub fn open_insight(&self) -> Result<InsightBody, RecordError> {
+        if self.kind != RecordKind::Insight {
+            return Err(RecordError::WrongKind(self.kind, RecordKind::Insight));
+        }
+        let signer = self.verify_signature()?;
+        let body: InsightBody = codec::from_cbor(&self.body, MAX_BODY_BYTES)?;
+        if body.v != BODY_VERSION {
+            return Err(RecordError::UnsupportedVersion(body.v));
+        }
+        if body.origin != signer {
+            return Err(RecordError::OriginMismatch);
+        }
+        if body.seq == 0 {
+            return Err(RecordError::BadSeq);
+        }
+        body.stats.validate()?;
+        Ok(body)
+    }
+
+    /// Encoded envelope bytes (CBOR).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::to_cbor(self)
+    }
+
+    /// Decode an envelope, bounded by [`MAX_RECORD_BYTES`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<SignedRecord, RecordError> {
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(RecordError::TooLarge(bytes.len()));
+        }
+        Ok(codec::from_cbor(bytes, MAX_RECORD_BYTES)?)
+    }
+}
+
+/// Verify many records' signatures at once (ed25519 batch verification).
+/// Returns, per record, the verified signer or the error. Falls back to
+/// one-by-one checks when the batch fails, to find the bad ones.
+pub fn verify_batch(records: &[SignedRecord]) -> Vec<Result<PeerId, RecordError>> {
+    let mut out: Vec<Result<PeerId, RecordError>> = Vec::with_capacity(records.len());
+    let mut msgs = Vec::with_capacity(records.len());
+    let mut sigs = Vec::with_capacity(records.len());
+    let mut keys = Vec::with_capacity(records.len());
+    let mut idx = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        let pre = (|| {
+            if r.body.len() > MAX_BODY_BYTES {
+                return Err(RecordError::TooLarge(r.body.len()));
+            }
+            let peer = r.signer_peer()?;
+            let key = ed25519_key_of(&peer).ok_or(RecordError::BadSigner)?;
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(&key.to_bytes())
+                .map_err(|_| RecordError::BadSigner)?;
+            let sig = ed25519_dalek::Signature::from_slice(&r.signature)
+                .map_err(|_| RecordError::BadSignature)?;
+            Ok((peer, vk, sig))
+        })();
+        match pre {
+            Ok((peer, vk, sig)) => {
+                msgs.push(signed_message(r.kind, &r.body));
+                sigs.push(sig);
+                keys.push(vk);
+                idx.push(i);
+                out.push(Ok(peer));
+            }
+            Err(e) => out.push(Err(e)),
+        }
+    }
+    if idx.is_empty() {
+        return out;
+    }
+    let msg_refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    if ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).is_err() {
+        for (j, &i) in idx.iter().enumerate() {
+            if keys[j].verify_strict(msg_refs[j], &sigs[j]).is_err() {
+                out[i] = Err(RecordError::BadSignature);
+            }
+        }
+    }
+    out
+}
+
+/// Two records are an equivocation when the same origin signed two different
+/// bodies for the same sequence number.
+pub fn is_equivocation(a: &PatternBody, a_hash: &ContentHash, b: &PatternBody, b_hash: &ContentHash) -> bool {
+    a.origin == b.origin && a.seq == b.seq && a_hash != b_hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{tests::sample, Depth};
+
+    const NOW: f64 = 1_800_000_000.0;
+
+    fn key(seed: u8) -> Keypair {
+        Keypair::ed25519_from_bytes([seed; 32]).unwrap()
+    }
+
+    #[test]
+    fn sign_and_open_pattern() {
+        let k = key(1);
+        let r = SignedRecord::sign_pattern(sample("n", Depth::Deep, 0.7), 1, &k);
+        let body = r.open_pattern(NOW).unwrap();
+        assert_eq!(body.origin, k.public().to_peer_id());
+        assert_eq!(body.seq, 1);
+        let bytes = r.to_bytes();
+        assert_eq!(SignedRecord::from_bytes(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn tampering_fails() {
+        let k = key(1);
+        let r = SignedRecord::sign_pattern(sample("n", Depth::Deep, 0.7), 1, &k);
+        let mut t = r.clone();
+        let last = t.body.len() - 1;
+        t.body[last] ^= 1;
+        assert_eq!(t.open_pattern(NOW).unwrap_err(), RecordError::BadSignature);
+        let mut t = r.clone();
+        t.signature[0] ^= 1;
+        assert_eq!(t.open_pattern(NOW).unwrap_err(), RecordError::BadSignature);
+        let mut t = r.clone();
+        t.signer = key(2).public().to_peer_id().to_bytes();
+        assert_eq!(t.open_pattern(NOW).unwrap_err(), RecordError::BadSignature);
+        let mut t = r.clone();
+        t.kind = RecordKind::Insight;
+        assert!(t.open_insight().is_err());
+    }
+
+    #[test]
+    fn origin_must_match_signer() {
+        let body = PatternBody {
+            v: BODY_VERSION,
+            origin: key(2).public().to_peer_id(),
+            seq: 1,
+            pattern: sample("n", Depth::Deep, 0.7),
+        };
+        let r = SignedRecord::sign_bytes(RecordKind::Pattern, codec::to_cbor(&body), &key(1));
+        assert_eq!(r.open_pattern(NOW).unwrap_err(), RecordError::OriginMismatch);
+    }
+
+    #[test]
+    fn invalid_pattern_in_valid_signature_is_schema_error() {
+        let mut p = sample("n", Depth::Deep, 0.7);
+        p.quality_achieved = 3.0;
+        let r = SignedRecord::sign_pattern(p, 1, &key(1));
+        assert_eq!(r.open_pattern(NOW).unwrap_err().reason(), "schema");
+    }
+
+    #[test]
+    fn batch_verification_finds_the_bad_one() {
+        let mut rs: Vec<_> = (1..=8)
+            .map(|i| SignedRecord::sign_pattern(sample("n", Depth::Light, 0.1 * i as f64), i, &key(i as u8)))
+            .collect();
+        assert!(verify_batch(&rs).iter().all(Result::is_ok));
+        rs[3].signature[5] ^= 0x40;
+        rs[6].signer = vec![1, 2, 3];
+        let out = verify_batch(&rs);
+        for (i, o) in out.iter().enumerate() {
+            match i {
+                3 => assert_eq!(o.as_ref().unwrap_err(), &RecordError::BadSignature),
+                6 => assert_eq!(o.as_ref().unwrap_err(), &RecordError::BadSigner),
+                _ => assert!(o.is_ok()),
+            }
+        }
+    }
+
+    #[test]
+    fn equivocation_detected() {
+        let k = key(1);
+        let a = SignedRecord::sign_pattern(sample("n", Depth::Deep, 0.7), 5, &k);
+        let b = SignedRecord::sign_pattern(sample("n", Depth::Deep, 0.8), 5, &k);
+        let (pa, pb) = (a.open_pattern(NOW).unwrap(), b.open_pattern(NOW).unwrap());
+        assert!(is_equivocation(&pa, &a.content_hash(), &pb, &b.content_hash()));
+        assert!(!is_equivocation(&pa, &a.content_hash(), &pa, &a.content_hash()));
+    }
+}

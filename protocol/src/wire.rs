@@ -1,0 +1,358 @@
+//! Wire messages (DESIGN §3), CBOR-encoded, versioned, bounded on decode.
+//!
+//! Gossipsub topics carry [`GossipMessage`]s; the `/metamesh/sync/1`
+//! request-response protocol carries [`PatternRequest`] / [`PatternResponse`].
+//! Every message has a version `v`; a message whose version is not
+//! [`WIRE_VERSION`] decodes to [`WireError::UnknownVersion`], which nodes
+//! ignore (no penalty) rather than treat as an attack.
+
+use std::collections::BTreeMap;
+
+use libp2p_identity::PeerId;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError};
+use crate::record::{ContentHash, SignedRecord};
+use crate::schema::Depth;
+
+pub const WIRE_VERSION: u16 = 1;
+
+/// Largest gossip message, in bytes (also the gossipsub transmit limit).
+pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
+/// Most frontier entries carried in one announcement or request.
+pub const MAX_FRONTIER_ENTRIES: usize = 1024;
+/// Most ranges in one request.
+pub const MAX_RANGES: usize = 1024;
+/// Largest request, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 128 * 1024;
+/// Largest response, in bytes.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Most records in one response.
+pub const MAX_RECORDS_PER_RESPONSE: usize = 1024;
+/// Most depths in a filter.
+pub const MAX_FILTER_DEPTHS: usize = Depth::COUNT;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WireError {
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    #[error("unknown message version {0}")]
+    UnknownVersion(u16),
+    #[error("{field}: {reason}")]
+    Bound { field: &'static str, reason: String },
+}
+
+impl WireError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WireError::Codec(CodecError::TooLarge { .. }) => "too_large",
+            WireError::Codec(_) => "decode",
+            WireError::UnknownVersion(_) => "unknown_version",
+            WireError::Bound { .. } => "bounds",
+        }
+    }
+}
+
+fn bound(field: &'static str, len: usize, max: usize) -> Result<(), WireError> {
+    if len > max {
+        return Err(WireError::Bound {
+            field,
+            reason: format!("{len} entries; the limit is {max}"),
+        });
+    }
+    Ok(())
+}
+
+/// "Origin O: I hold every seq up to `seq`."
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FrontierEntry {
+    pub origin: PeerId,
+    pub seq: u64,
+}
+
+/// Inclusive sequence range of one origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SeqRange {
+    pub origin: PeerId,
+    pub from_seq: u64,
+    pub to_seq: u64,
+}
+
+impl SeqRange {
+    pub fn len(&self) -> u64 {
+        if self.from_seq > self.to_seq {
+            0
+        } else {
+            self.to_seq - self.from_seq + 1
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `pattern_announcement` (protocol document, "Pattern Announcement").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternAnnouncement {
+    pub v: u16,
+    pub from: PeerId,
+    pub pattern_count: u64,
+    /// Digest of the sender's whole frontier ([`crate::sync::frontier_digest`]).
+    pub patterns_hash: ContentHash,
+    pub depth_distribution: BTreeMap<Depth, u64>,
+    /// The sender's frontier, or its first [`MAX_FRONTIER_ENTRIES`] entries.
+    pub frontier: Vec<FrontierEntry>,
+    /// True when `frontier` was cut to the bound; compare `patterns_hash`.
+    pub frontier_truncated: bool,
+}
+
+/// `insight_broadcast`: a signed insight record (kind `Insight`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InsightBroadcast {
+    pub v: u16,
+    pub record: SignedRecord,
+}
+
+/// What travels on gossipsub topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GossipMessage {
+    PatternAnnouncement(PatternAnnouncement),
+    InsightBroadcast(InsightBroadcast),
+}
+
+/// The seed's request filters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestFilters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depths: Option<Vec<Depth>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_quality: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_timestamp: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_count: Option<u32>,
+}
+
+impl RequestFilters {
+    pub fn validate(&self) -> Result<(), WireError> {
+        if let Some(d) = &self.depths {
+            bound("depths", d.len(), MAX_FILTER_DEPTHS)?;
+        }
+        if let Some(q) = self.min_quality {
+            if !q.is_finite() {
+                return Err(WireError::Bound {
+                    field: "min_quality",
+                    reason: "must be finite".into(),
+                });
+            }
+        }
+        if let Some(t) = self.min_timestamp {
+            if !t.is_finite() {
+                return Err(WireError::Bound {
+                    field: "min_timestamp",
+                    reason: "must be finite".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Does a pattern pass these filters?
+    pub fn matches(&self, p: &crate::schema::Pattern) -> bool {
+        self.depths.as_ref().is_none_or(|d| d.contains(&p.depth_used))
+            && self.min_quality.is_none_or(|q| p.quality_achieved >= q)
+            && self.min_timestamp.is_none_or(|t| p.timestamp >= t)
+    }
+}
+
+/// Resume point of a filtered query: the last (origin, seq) already returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub origin: PeerId,
+    pub seq: u64,
+}
+
+/// `pattern_request` (unicast, `/metamesh/sync/1`). Either or both of:
+/// exact `ranges` to fetch; `have`, the requester's frontier, meaning "send
+/// what I lack"; and/or the seed's `filters`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternRequest {
+    pub v: u16,
+    #[serde(default)]
+    pub ranges: Vec<SeqRange>,
+    #[serde(default)]
+    pub have: Option<Vec<FrontierEntry>>,
+    #[serde(default)]
+    pub filters: Option<RequestFilters>,
+    #[serde(default)]
+    pub cursor: Option<Cursor>,
+    /// Most records wanted in the answer (the responder applies its own cap too).
+    pub max_count: u32,
+}
+
+/// `pattern_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternResponse {
+    pub v: u16,
+    pub records: Vec<SignedRecord>,
+    /// More records match; ask again (with `next_cursor` for filtered queries,
+    /// or with an updated frontier).
+    pub more: bool,
+    #[serde(default)]
+    pub next_cursor: Option<Cursor>,
+    /// Set when the request was refused (rate limit, bad request).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    v: u16,
+}
+
+#[derive(Deserialize)]
+struct TaggedProbe {
+    #[serde(flatten)]
+    inner: VersionProbeInner,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum VersionProbeInner {
+    PatternAnnouncement(VersionProbe),
+    InsightBroadcast(VersionProbe),
+}
+
+fn check_version(v: u16) -> Result<(), WireError> {
+    if v != WIRE_VERSION {
+        return Err(WireError::UnknownVersion(v));
+    }
+    Ok(())
+}
+
+impl GossipMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        codec::to_cbor(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<GossipMessage, WireError> {
+        let probe: TaggedProbe = codec::from_cbor(bytes, MAX_GOSSIP_BYTES)?;
+        let v = match probe.inner {
+            VersionProbeInner::PatternAnnouncement(p) | VersionProbeInner::InsightBroadcast(p) => p.v,
+        };
+        check_version(v)?;
+        let msg: GossipMessage = codec::from_cbor(bytes, MAX_GOSSIP_BYTES)?;
+        if let GossipMessage::PatternAnnouncement(a) = &msg {
+            bound("frontier", a.frontier.len(), MAX_FRONTIER_ENTRIES)?;
+            bound("depth_distribution", a.depth_distribution.len(), Depth::COUNT)?;
+        }
+        Ok(msg)
+    }
+}
+
+impl PatternRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        codec::to_cbor(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<PatternRequest, WireError> {
+        let probe: VersionProbe = codec::from_cbor(bytes, MAX_REQUEST_BYTES)?;
+        check_version(probe.v)?;
+        let req: PatternRequest = codec::from_cbor(bytes, MAX_REQUEST_BYTES)?;
+        req.validate()?;
+        Ok(req)
+    }
+
+    pub fn validate(&self) -> Result<(), WireError> {
+        bound("ranges", self.ranges.len(), MAX_RANGES)?;
+        if let Some(h) = &self.have {
+            bound("have", h.len(), MAX_FRONTIER_ENTRIES)?;
+        }
+        if let Some(f) = &self.filters {
+            f.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl PatternResponse {
+    pub fn encode(&self) -> Vec<u8> {
+        codec::to_cbor(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<PatternResponse, WireError> {
+        let probe: VersionProbe = codec::from_cbor(bytes, MAX_RESPONSE_BYTES)?;
+        check_version(probe.v)?;
+        let resp: PatternResponse = codec::from_cbor(bytes, MAX_RESPONSE_BYTES)?;
+        bound("records", resp.records.len(), MAX_RECORDS_PER_RESPONSE)?;
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p_identity::Keypair;
+
+    fn peer(i: u8) -> PeerId {
+        Keypair::ed25519_from_bytes([i; 32]).unwrap().public().to_peer_id()
+    }
+
+    #[test]
+    fn announcement_round_trip() {
+        let a = GossipMessage::PatternAnnouncement(PatternAnnouncement {
+            v: WIRE_VERSION,
+            from: peer(1),
+            pattern_count: 50,
+            patterns_hash: ContentHash::of(b"x"),
+            depth_distribution: [(Depth::Minimal, 5), (Depth::Standard, 30), (Depth::Deep, 15)].into(),
+            frontier: vec![FrontierEntry { origin: peer(1), seq: 50 }],
+            frontier_truncated: false,
+        });
+        assert_eq!(GossipMessage::decode(&a.encode()).unwrap(), a);
+    }
+
+    #[test]
+    fn unknown_version_is_reported_as_such() {
+        let r = PatternRequest {
+            v: 9,
+            ranges: vec![],
+            have: None,
+            filters: None,
+            cursor: None,
+            max_count: 10,
+        };
+        assert_eq!(PatternRequest::decode(&r.encode()).unwrap_err(), WireError::UnknownVersion(9));
+    }
+
+    #[test]
+    fn seed_request_filters_parse_from_json() {
+        let j = r#"{"depths": ["standard", "deep"], "min_quality": 0.4, "min_timestamp": 1704900000.0, "max_count": 100}"#;
+        let f: RequestFilters = serde_json::from_str(j).unwrap();
+        assert_eq!(f.depths.unwrap(), vec![Depth::Standard, Depth::Deep]);
+        assert_eq!(f.max_count, Some(100));
+    }
+
+    #[test]
+    fn oversized_lists_are_refused() {
+        let r = PatternRequest {
+            v: WIRE_VERSION,
+            ranges: vec![SeqRange { origin: peer(1), from_seq: 1, to_seq: 2 }; MAX_RANGES + 1],
+            have: None,
+            filters: None,
+            cursor: None,
+            max_count: 10,
+        };
+        assert_eq!(PatternRequest::decode(&r.encode()).unwrap_err().reason(), "bounds");
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for b in [&[][..], &[0xff, 0x00], &[0x9f; 100], b"hello"] {
+            assert!(GossipMessage::decode(b).is_err());
+            assert!(PatternRequest::decode(b).is_err());
+            assert!(PatternResponse::decode(b).is_err());
+        }
+    }
+}
