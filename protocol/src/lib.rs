@@ -7,10 +7,13 @@
 //! in**: every function that needs the time takes `now` (unix seconds), and
 //! every function that needs randomness takes an `&mut impl rand::Rng`.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod codec;
 pub mod insights;
 pub mod posterior;
 pub mod record;
+pub mod reputation;
 pub mod schema;
 pub mod stats;
 pub mod sync;
