@@ -4,3 +4,8 @@
 pub mod cli;
 pub mod datadir;
 pub mod logging;
+pub mod api;
+pub mod config;
+pub mod events;
+pub mod metrics;
+pub mod network;

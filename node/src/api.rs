@@ -1,0 +1,153 @@
+//! Local HTTP API (DESIGN §5) — the node interface and its view types.
+//!
+//! The HTTP layer ([`router`], [`serve`]) is generic over [`NodeApi`], which
+//! the running node's handle implements.
+
+use std::future::Future;
+
+use metamesh_protocol::wire::RequestFilters;
+use metamesh_protocol::{Depth, InsightsDocument, Pattern};
+use serde::{Deserialize, Serialize};
+
+pub use crate::cli::Scope;
+use crate::events::NodeEvent;
+use crate::metrics::{Metrics, MetricsSnapshot};
+
+/// What the HTTP layer needs from a node.
+pub trait NodeApi: Clone + Send + Sync + 'static {
+    /// Validate, sign as this node, store durably (flushed) — Ok only after durable.
+    fn submit_patterns(
+        &self,
+        patterns: Vec<Pattern>,
+    ) -> impl Future<Output = Result<Vec<SubmittedPattern>, ApiError>> + Send;
+    fn query_patterns(
+        &self,
+        filters: RequestFilters,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<PatternView>, ApiError>> + Send;
+    fn insights(
+        &self,
+        scope: Scope,
+    ) -> impl Future<Output = Result<InsightsDocument, ApiError>> + Send;
+    fn recommend(
+        &self,
+        atp: f64,
+        strategy: String,
+    ) -> impl Future<Output = Result<Recommendation, ApiError>> + Send;
+    fn peers(&self) -> impl Future<Output = Result<Vec<PeerView>, ApiError>> + Send;
+    fn reputation(&self) -> impl Future<Output = Result<Vec<ReputationView>, ApiError>> + Send;
+    fn stats(&self) -> impl Future<Output = Result<StatsView, ApiError>> + Send;
+    fn node_info(&self) -> impl Future<Output = Result<NodeInfo, ApiError>> + Send;
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<NodeEvent>;
+    fn metrics(&self) -> &Metrics;
+}
+
+/// An API error: HTTP status plus `{"error": "...", "field": "..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{error}")]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: u16,
+    pub error: String,
+    #[serde(default)]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, error: impl Into<String>, field: Option<String>) -> Self {
+        ApiError {
+            status,
+            error: error.into(),
+            field,
+        }
+    }
+    /// 400 naming the field.
+    pub fn bad_request(error: impl Into<String>, field: impl Into<String>) -> Self {
+        Self::new(400, error, Some(field.into()))
+    }
+    /// 422: well-formed but invalid, naming the field.
+    pub fn unprocessable(error: impl Into<String>, field: impl Into<String>) -> Self {
+        Self::new(422, error, Some(field.into()))
+    }
+    pub fn not_found(error: impl Into<String>) -> Self {
+        Self::new(404, error, None)
+    }
+    /// 503: the node cannot answer now (shutting down, store busy).
+    pub fn unavailable(error: impl Into<String>) -> Self {
+        Self::new(503, error, None)
+    }
+    pub fn internal(error: impl Into<String>) -> Self {
+        Self::new(500, error, None)
+    }
+}
+
+/// A pattern accepted by `POST /v1/patterns`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmittedPattern {
+    pub origin: String,
+    pub seq: u64,
+    /// Content hash of the signed record, hex.
+    pub hash: String,
+    pub pattern_id: String,
+}
+
+/// A stored pattern as `GET /v1/patterns` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternView {
+    pub origin: String,
+    pub seq: u64,
+    pub hash: String,
+    pub pattern: Pattern,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    pub depth: Depth,
+    pub strategy: String,
+    /// Posterior probability that `depth` is best (see protocol::posterior).
+    pub confidence: f64,
+    pub atp: f64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    pub connected: bool,
+    pub reputation: f64,
+    pub class: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReputationView {
+    pub peer_id: String,
+    pub score: f64,
+    pub class: String,
+    pub weight: f64,
+    /// Event counters by name (valid patterns, invalid signatures, ...).
+    pub counters: std::collections::BTreeMap<String, u64>,
+}
+
+/// Counters for `GET /v1/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsView {
+    pub peer_id: String,
+    pub pattern_count: u64,
+    pub own_seq: u64,
+    pub origins: u64,
+    pub depth_distribution: std::collections::BTreeMap<Depth, u64>,
+    pub connected_peers: u64,
+    pub known_peers: u64,
+    pub uptime_secs: f64,
+    pub metrics: MetricsSnapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub peer_id: String,
+    pub listen_addrs: Vec<String>,
+    pub mesh: String,
+    pub api_addr: Option<String>,
+    pub version: String,
+}
