@@ -8,4 +8,3 @@ pub mod api;
 pub mod config;
 pub mod events;
 pub mod metrics;
-pub mod network;
