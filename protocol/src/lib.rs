@@ -16,6 +16,7 @@ pub mod record;
 pub mod reputation;
 pub mod schema;
 pub mod stats;
+pub mod strategy;
 pub mod sync;
 pub mod wire;
 
