@@ -58,6 +58,9 @@ pub struct DepthPerformance {
     pub avg_quality: f64,
     pub success_rate: f64,
     pub sample_count: u64,
+    /// Mean ATP cost (our addition; absent from the seed's documents, so it
+    /// defaults to 0 when reading them).
+    #[serde(default)]
     pub avg_atp_cost: f64,
 }
 
