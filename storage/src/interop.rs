@@ -1,0 +1,1 @@
+//! Interop files (being written).
