@@ -1,1 +1,648 @@
-//! Interop files (being written).
+//! Interop files: import of unified JSONL, Legion and Thor prototype files;
+//! export of unified JSONL and the insights JSON document.
+//!
+//! ## Formats
+//! - **unified**: JSON Lines, one pattern per line, the protocol document's
+//!   field names. The document's own example lines omit `platform` and
+//!   `mode`; they import as `platform = "unknown"` and `mode =
+//!   cogitation_mode` or `"general"` ([`Pattern::from_json_value`]).
+//! - **legion**: `{node}_patterns.json`, one JSON array of objects with
+//!   `outcome_quality` and `cogitation_mode` and no `node_id`: the node is
+//!   the file name's prefix before `_patterns.json` (`legion` if the name
+//!   does not follow the pattern); `platform` defaults to `legion`.
+//! - **thor**: `{node}_depth_patterns.jsonl`, JSON Lines with UPPERCASE depth
+//!   names, `quality_achieved`, `reputation_before/after` and `context`; a
+//!   missing `node_id` is the file name's prefix before
+//!   `_depth_patterns.jsonl`; `platform` defaults to `thor`.
+//!
+//! ## `auto` detection
+//! By content, then name: the first non-blank byte `[` → legion. Otherwise
+//! the file name ends in `_depth_patterns.jsonl`, or one of the first 16
+//! parseable lines has an all-UPPERCASE `depth_used` or a
+//! `reputation_before` field → thor. Otherwise → unified. (Thor and unified
+//! lines are read by the same lenient parser, so a wrong guess between them
+//! only changes the default `platform` and `node_id`.)
+//!
+//! ## Import rules
+//! Lines are streamed (constant memory; a line longer than
+//! [`MAX_LINE_BYTES`] is skipped). Blank and unparseable lines are skipped
+//! and reported with their 1-based line numbers; records that fail
+//! [`Pattern::validate`] are rejected with the field and the reason; every
+//! valid record is signed by the importing node (origin = importer, original
+//! `node_id` kept) and stored. For the Legion array the line reported is the
+//! line where the record ends.
+//!
+//! **Re-import dedup**: the import key of a pattern is blake3 of its
+//! canonical JSON (the validated pattern serialised with every object's keys
+//! sorted). A pattern whose key is already in the store counts as a
+//! duplicate and is not stored again, so importing the same file twice — or
+//! re-importing an export — adds nothing, although the signed bodies (which
+//! carry fresh seqs) would differ.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use libp2p_identity::Keypair;
+use metamesh_protocol::insights::{self, InsightsDocument};
+use metamesh_protocol::posterior::Prior;
+use metamesh_protocol::schema::Pattern;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::store::{AppendOutcome, Store, StoreError};
+
+/// Longest line (or Legion record) accepted, in bytes.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+/// Most skipped-line and invalid-record entries kept in a report (the
+/// totals are always exact).
+pub const MAX_REPORTED: usize = 1000;
+/// Patterns per store transaction during import.
+const IMPORT_BATCH: usize = 1024;
+/// Lines sniffed by `auto` detection.
+const SNIFF_LINES: usize = 16;
+/// Most per-node files open at once during a per-node export.
+const MAX_OPEN_FILES: usize = 64;
+/// `platform` of the insights document this node writes.
+pub const PLATFORM: &str = "metamesh";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Auto,
+    Unified,
+    Legion,
+    Thor,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InteropError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> InteropError + '_ {
+    move |source| InteropError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ImportReport {
+    pub file: PathBuf,
+    pub format: Option<Format>,
+    /// Records stored.
+    pub accepted: u64,
+    /// Valid records already held (same import key).
+    pub duplicates: u64,
+    /// (line, reason) of blank or unparseable lines (first [`MAX_REPORTED`]).
+    pub skipped_lines: Vec<(u64, String)>,
+    /// (line, field, reason) of records that failed validation (first [`MAX_REPORTED`]).
+    pub invalid_records: Vec<(u64, String, String)>,
+    /// Exact number of skipped lines.
+    pub skipped_total: u64,
+    /// Exact number of invalid records.
+    pub invalid_total: u64,
+}
+
+impl ImportReport {
+    fn skip(&mut self, line: u64, reason: String) {
+        self.skipped_total += 1;
+        if self.skipped_lines.len() < MAX_REPORTED {
+            self.skipped_lines.push((line, reason));
+        }
+    }
+
+    fn invalid(&mut self, line: u64, field: String, reason: String) {
+        self.invalid_total += 1;
+        if self.invalid_records.len() < MAX_REPORTED {
+            self.invalid_records.push((line, field, reason));
+        }
+    }
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Node name from `{node}{suffix}`, if the file name has that shape.
+fn node_from_name(path: &Path, suffix: &str) -> Option<String> {
+    let name = file_name(path);
+    let node = name.strip_suffix(suffix)?;
+    (!node.is_empty()).then(|| node.to_string())
+}
+
+/// Detect a file's format (see the module docs for the rule).
+pub fn detect_format(path: &Path) -> Result<Format, InteropError> {
+    let f = File::open(path).map_err(io_err(path))?;
+    let mut r = BufReader::new(f);
+    // First non-blank byte.
+    loop {
+        let buf = r.fill_buf().map_err(io_err(path))?;
+        if buf.is_empty() {
+            return Ok(Format::Unified);
+        }
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => {
+                if buf[i] == b'[' {
+                    return Ok(Format::Legion);
+                }
+                break;
+            }
+            None => {
+                let n = buf.len();
+                r.consume(n);
+            }
+        }
+    }
+    if file_name(path).ends_with("_depth_patterns.jsonl") {
+        return Ok(Format::Thor);
+    }
+    let mut line = Vec::new();
+    for _ in 0..SNIFF_LINES {
+        line.clear();
+        match read_bounded_line(&mut r, &mut line).map_err(io_err(path))? {
+            LineRead::Eof => break,
+            LineRead::TooLong => continue,
+            LineRead::Line => {}
+        }
+        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&line) else {
+            continue;
+        };
+        let upper_depth = m
+            .get("depth_used")
+            .and_then(Value::as_str)
+            .is_some_and(|d| {
+                d.chars().any(|c| c.is_ascii_alphabetic())
+                    && !d.chars().any(|c| c.is_ascii_lowercase())
+            });
+        if upper_depth || m.contains_key("reputation_before") {
+            return Ok(Format::Thor);
+        }
+    }
+    Ok(Format::Unified)
+}
+
+enum LineRead {
+    Line,
+    TooLong,
+    Eof,
+}
+
+/// Read one line (without its newline) of at most [`MAX_LINE_BYTES`];
+/// longer lines are consumed to their end and reported as `TooLong`.
+fn read_bounded_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<LineRead> {
+    let n = r
+        .by_ref()
+        .take(MAX_LINE_BYTES as u64 + 1)
+        .read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(LineRead::Eof);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        return Ok(LineRead::Line);
+    }
+    if buf.len() > MAX_LINE_BYTES {
+        // Discard the rest of the line.
+        loop {
+            let chunk = r.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            if let Some(i) = chunk.iter().position(|b| *b == b'\n') {
+                r.consume(i + 1);
+                break;
+            }
+            let len = chunk.len();
+            r.consume(len);
+        }
+        return Ok(LineRead::TooLong);
+    }
+    Ok(LineRead::Line) // last line without a newline
+}
+
+/// A reader that counts the bytes passing through it (for the progress bar).
+struct Counting<R> {
+    inner: R,
+    bytes: u64,
+    bar: indicatif::ProgressBar,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        if self.bytes & 0xFFFF < n as u64 {
+            self.bar.set_position(self.bytes);
+        }
+        Ok(n)
+    }
+}
+
+fn progress_bar(len: u64, show: bool, path: &Path) -> indicatif::ProgressBar {
+    if !show || !io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(file_name(path));
+    bar
+}
+
+/// Sort every object's keys, recursively (canonical JSON for import keys).
+fn canonical(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<(String, Value)> =
+                m.into_iter().map(|(k, v)| (k, canonical(v))).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().collect::<Map<String, Value>>())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
+/// The import dedup key of a pattern: blake3 of its canonical JSON.
+pub fn import_key(p: &Pattern) -> [u8; 32] {
+    let v = serde_json::to_value(p)
+        .map(canonical)
+        .unwrap_or(Value::Null);
+    let mut h = blake3::Hasher::new();
+    h.update(b"metamesh/import-key/v1\0");
+    h.update(&serde_json::to_vec(&v).unwrap_or_default());
+    *h.finalize().as_bytes()
+}
+
+/// Accumulates valid patterns and writes them in batches.
+struct Sink<'a> {
+    store: &'a Store,
+    key: &'a Keypair,
+    batch: Vec<(Pattern, Option<[u8; 32]>)>,
+    now: f64,
+    platform: Option<&'static str>,
+    default_node: Option<String>,
+}
+
+impl Sink<'_> {
+    fn record(
+        &mut self,
+        report: &mut ImportReport,
+        line: u64,
+        v: Value,
+    ) -> Result<(), InteropError> {
+        let v = match (v, self.platform) {
+            (Value::Object(mut m), Some(platform)) => {
+                m.entry("platform")
+                    .or_insert_with(|| Value::String(platform.into()));
+                Value::Object(m)
+            }
+            (v, _) => v,
+        };
+        let parsed = Pattern::from_json_value(v, self.default_node.as_deref()).and_then(|p| {
+            p.validate(self.now)?;
+            Ok(p)
+        });
+        match parsed {
+            Ok(p) => {
+                let k = import_key(&p);
+                self.batch.push((p, Some(k)));
+                if self.batch.len() >= IMPORT_BATCH {
+                    self.flush(report)?;
+                }
+            }
+            Err(e) => report.invalid(line, e.field, e.reason),
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, report: &mut ImportReport) -> Result<(), InteropError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        for o in self.store.append_local_batch(self.key, batch)? {
+            match o {
+                AppendOutcome::Appended(..) => report.accepted += 1,
+                AppendOutcome::DuplicateImport => report.duplicates += 1,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Import one file into the store, signed by `key`. `progress`: show a
+/// progress bar when stderr is a terminal. The store is flushed (durable)
+/// before this returns.
+pub fn import_file(
+    store: &Store,
+    key: &Keypair,
+    path: &Path,
+    format: Format,
+    progress: bool,
+) -> Result<ImportReport, InteropError> {
+    let format = match format {
+        Format::Auto => detect_format(path)?,
+        f => f,
+    };
+    let file = File::open(path).map_err(io_err(path))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = progress_bar(len, progress, path);
+    let mut reader = Counting {
+        inner: file,
+        bytes: 0,
+        bar: bar.clone(),
+    };
+    let mut report = ImportReport {
+        file: path.to_path_buf(),
+        format: Some(format),
+        ..Default::default()
+    };
+    let mut sink = Sink {
+        store,
+        key,
+        batch: Vec::with_capacity(IMPORT_BATCH),
+        now: now_secs(),
+        platform: match format {
+            Format::Legion => Some("legion"),
+            Format::Thor => Some("thor"),
+            _ => None,
+        },
+        default_node: match format {
+            Format::Legion => {
+                Some(node_from_name(path, "_patterns.json").unwrap_or_else(|| "legion".into()))
+            }
+            Format::Thor => node_from_name(path, "_depth_patterns.jsonl"),
+            _ => None,
+        },
+    };
+    match format {
+        Format::Legion => import_legion(&mut reader, &mut sink, &mut report)?,
+        _ => import_lines(
+            BufReader::with_capacity(64 * 1024, &mut reader),
+            &mut sink,
+            &mut report,
+        )
+        .map_err(|e| match e {
+            InteropError::Io { source, .. } => InteropError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            e => e,
+        })?,
+    }
+    sink.flush(&mut report)?;
+    store.flush()?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+fn import_lines<R: BufRead>(
+    mut r: R,
+    sink: &mut Sink<'_>,
+    report: &mut ImportReport,
+) -> Result<(), InteropError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        line_no += 1;
+        match read_bounded_line(&mut r, &mut buf).map_err(io_err(Path::new("")))? {
+            LineRead::Eof => break,
+            LineRead::TooLong => {
+                report.skip(line_no, format!("line longer than {MAX_LINE_BYTES} bytes"));
+                continue;
+            }
+            LineRead::Line => {}
+        }
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            report.skip(line_no, "blank line".into());
+            continue;
+        }
+        match serde_json::from_slice::<Value>(&buf) {
+            Ok(v @ Value::Object(_)) => sink.record(report, line_no, v)?,
+            Ok(_) => report.invalid(line_no, "pattern".into(), "must be a JSON object".into()),
+            Err(e) => report.skip(line_no, format!("not valid JSON: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Stream a Legion JSON array element by element (constant memory).
+fn import_legion<R: Read>(
+    r: &mut Counting<R>,
+    sink: &mut Sink<'_>,
+    report: &mut ImportReport,
+) -> Result<(), InteropError> {
+    use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+
+    // The visitor needs the reader's newline count while serde_json owns the
+    // reader; they share it through a Cell.
+    struct Seed<'a, 'b> {
+        sink: &'a mut Sink<'b>,
+        report: &'a mut ImportReport,
+        lines: &'a std::cell::Cell<u64>,
+        failure: &'a mut Option<InteropError>,
+    }
+
+    impl<'de> Visitor<'de> for Seed<'_, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON array of pattern objects")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(v) = seq.next_element::<Value>()? {
+                let line = self.lines.get() + 1;
+                if !v.is_object() {
+                    self.report
+                        .invalid(line, "pattern".into(), "must be a JSON object".into());
+                    continue;
+                }
+                if let Err(e) = self.sink.record(self.report, line, v) {
+                    *self.failure = Some(e);
+                    return Err(serde::de::Error::custom("store failure"));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    let lines = std::cell::Cell::new(0u64);
+    let mut failure = None;
+    let result = {
+        let reader = LineTap {
+            inner: io::BufReader::with_capacity(64 * 1024, &mut *r),
+            lines: &lines,
+        };
+        let mut de = serde_json::Deserializer::from_reader(reader);
+        let seed = Seed {
+            sink,
+            report,
+            lines: &lines,
+            failure: &mut failure,
+        };
+        seed.deserialize(&mut de).and_then(|()| de.end())
+    };
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if let Err(e) = result {
+        // A truncated or malformed array: keep what was read, report where it broke.
+        report.skip(
+            e.line() as u64,
+            format!("malformed JSON array, rest of file skipped: {e}"),
+        );
+    }
+    Ok(())
+}
+
+/// Counts newlines as serde_json pulls bytes (for Legion line numbers).
+struct LineTap<'a, R> {
+    inner: R,
+    lines: &'a std::cell::Cell<u64>,
+}
+
+impl<R: Read> Read for LineTap<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Read byte-sized chunks are fine: serde_json's IoRead reads one byte
+        // at a time from us, and the BufReader below makes that cheap, so the
+        // count is exact at every element boundary.
+        let n = self.inner.read(buf)?;
+        let nl = buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        self.lines.set(self.lines.get() + nl);
+        Ok(n)
+    }
+}
+
+// ---- export ----------------------------------------------------------------
+
+/// Write every stored pattern as unified JSONL (one pattern a line, the
+/// seed's field names). Returns the number written.
+pub fn export_patterns_jsonl<W: Write>(store: &Store, out: W) -> Result<u64, InteropError> {
+    let mut w = BufWriter::new(out);
+    let mut n = 0u64;
+    let p = Path::new("patterns");
+    for item in store.iter_records() {
+        let (_, body) = item?;
+        serde_json::to_writer(&mut w, &body.pattern).map_err(|e| io_err(p)(e.into()))?;
+        w.write_all(b"\n").map_err(io_err(p))?;
+        n += 1;
+    }
+    w.flush().map_err(io_err(p))?;
+    Ok(n)
+}
+
+/// A node_id as a safe file name component.
+pub fn node_file_stem(node_id: &str) -> String {
+    let s: String = node_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+/// Write `{node_id}_patterns.jsonl` per node into `dir` (created). Returns
+/// node_id → count. At most [`MAX_OPEN_FILES`] files are open at once.
+pub fn export_patterns_per_node(
+    store: &Store,
+    dir: &Path,
+) -> Result<std::collections::BTreeMap<String, u64>, InteropError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut counts = std::collections::BTreeMap::new();
+    let mut open: HashMap<String, BufWriter<File>> = HashMap::new();
+    let mut created = std::collections::HashSet::new();
+    for item in store.iter_records() {
+        let (_, body) = item?;
+        let stem = node_file_stem(&body.pattern.node_id);
+        if !open.contains_key(&stem) {
+            if open.len() >= MAX_OPEN_FILES {
+                for (_, mut w) in open.drain() {
+                    w.flush().map_err(io_err(dir))?;
+                }
+            }
+            let path = dir.join(format!("{stem}_patterns.jsonl"));
+            let first = created.insert(stem.clone());
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(first)
+                .append(!first)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            open.insert(stem.clone(), BufWriter::new(f));
+        }
+        if let Some(w) = open.get_mut(&stem) {
+            serde_json::to_writer(&mut *w, &body.pattern).map_err(|e| io_err(dir)(e.into()))?;
+            w.write_all(b"\n").map_err(io_err(dir))?;
+        }
+        *counts.entry(body.pattern.node_id.clone()).or_insert(0) += 1;
+    }
+    for (_, mut w) in open {
+        w.flush().map_err(io_err(dir))?;
+    }
+    Ok(counts)
+}
+
+/// The insights document over every stored pattern (the merged statistics;
+/// no scan). `learned_preferences.optimal_quality_depth` is the depth with
+/// the highest posterior probability of being best ([`insights::compute`]).
+pub fn insights_document(store: &Store, node_id: &str, now: f64) -> InsightsDocument {
+    let table = store.merged_stats();
+    let modes = store.merged_mode_stats();
+    let set = insights::compute(&table, Some(&modes), &Prior::default(), now);
+    InsightsDocument::new(node_id, PLATFORM, table.total(), set, now)
+}
+
+/// Write the insights JSON document (the seed's schema) for `node_id`.
+pub fn export_insights_json<W: Write>(
+    store: &Store,
+    out: W,
+    node_id: &str,
+) -> Result<InsightsDocument, InteropError> {
+    let doc = insights_document(store, node_id, now_secs());
+    let mut w = BufWriter::new(out);
+    let p = Path::new("insights");
+    serde_json::to_writer_pretty(&mut w, &doc).map_err(|e| io_err(p)(e.into()))?;
+    w.write_all(b"\n").map_err(io_err(p))?;
+    w.flush().map_err(io_err(p))?;
+    Ok(doc)
+}
