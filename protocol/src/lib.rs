@@ -9,6 +9,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod aggregate;
 pub mod codec;
 pub mod insights;
 pub mod posterior;
