@@ -36,7 +36,8 @@ pub fn from_cbor<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, Cod
         });
     }
     let mut cursor = std::io::Cursor::new(bytes);
-    let value = ciborium::from_reader(&mut cursor).map_err(|e| CodecError::Invalid(e.to_string()))?;
+    let value =
+        ciborium::from_reader(&mut cursor).map_err(|e| CodecError::Invalid(e.to_string()))?;
     let rest = bytes.len() - cursor.position() as usize;
     if rest != 0 {
         return Err(CodecError::Trailing(rest));

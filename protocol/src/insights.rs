@@ -103,6 +103,15 @@ impl InsightSet {
                 ),
             ));
         }
+        for (d, p) in &self.depth_performance {
+            let unit = |v: f64| (0.0..=1.0).contains(&v);
+            if !unit(p.avg_quality) || !unit(p.success_rate) || !p.avg_atp_cost.is_finite() {
+                return Err(SchemaError::new(
+                    "depth_performance",
+                    format!("{d}: averages must be finite, quality and success rate in [0, 1]"),
+                ));
+            }
+        }
         for i in &self.insights {
             for (f, v) in [
                 ("insight_type", &i.insight_type),

@@ -64,7 +64,11 @@ impl Evidence {
         Evidence {
             n,
             mean: s.avg_quality(),
-            ss: if s.n >= 2 { s.var_quality() * (n - 1.0) } else { 0.0 },
+            ss: if s.n >= 2 {
+                s.var_quality() * (n - 1.0)
+            } else {
+                0.0
+            },
         }
     }
 }
@@ -73,7 +77,11 @@ impl Prior {
     /// Posterior of the mean given evidence.
     pub fn belief(&self, e: &Evidence) -> Belief {
         let n = if e.n.is_finite() { e.n.max(0.0) } else { 0.0 };
-        let mean = if e.mean.is_finite() { e.mean.clamp(0.0, 1.0) } else { self.m0 };
+        let mean = if e.mean.is_finite() {
+            e.mean.clamp(0.0, 1.0)
+        } else {
+            self.m0
+        };
         let ss = if e.ss.is_finite() { e.ss.max(0.0) } else { 0.0 };
         let kn = self.k0 + n;
         let mn = (self.k0 * self.m0 + n * mean) / kn;
@@ -204,7 +212,16 @@ mod tests {
     #[test]
     fn two_normals_match_closed_form() {
         // P(X > Y) = Φ((μx−μy)/√(σx²+σy²))
-        let b = [Belief { mean: 0.6, sd: 0.05 }, Belief { mean: 0.55, sd: 0.02 }];
+        let b = [
+            Belief {
+                mean: 0.6,
+                sd: 0.05,
+            },
+            Belief {
+                mean: 0.55,
+                sd: 0.02,
+            },
+        ];
         let p = prob_best(&b);
         let exact = norm_cdf(0.05 / (0.05f64.powi(2) + 0.02f64.powi(2)).sqrt());
         assert!((p[0] - exact).abs() < 1e-6, "{} vs {exact}", p[0]);
@@ -232,8 +249,14 @@ mod tests {
     #[test]
     fn deterministic() {
         let b = [
-            Belief { mean: 0.61, sd: 0.03 },
-            Belief { mean: 0.6, sd: 0.01 },
+            Belief {
+                mean: 0.61,
+                sd: 0.03,
+            },
+            Belief {
+                mean: 0.6,
+                sd: 0.01,
+            },
             Belief { mean: 0.5, sd: 0.3 },
         ];
         assert_eq!(prob_best(&b), prob_best(&b));

@@ -242,7 +242,11 @@ impl SignedRecord {
 
     /// Decode and check a pattern body whose signature was already verified
     /// (for example in a batch). `signer` is the verified signer.
-    pub fn decode_pattern_unverified(&self, signer: PeerId, now: f64) -> Result<PatternBody, RecordError> {
+    pub fn decode_pattern_unverified(
+        &self,
+        signer: PeerId,
+        now: f64,
+    ) -> Result<PatternBody, RecordError> {
         let body: PatternBody = codec::from_cbor(&self.body, MAX_BODY_BYTES)?;
         if body.v != BODY_VERSION {
             return Err(RecordError::UnsupportedVersion(body.v));
@@ -273,7 +277,11 @@ impl SignedRecord {
         if body.seq == 0 {
             return Err(RecordError::BadSeq);
         }
+        if !body.computed_at.is_finite() {
+            return Err(SchemaError::new("computed_at", "must be finite").into());
+        }
         body.stats.validate()?;
+        body.insights.validate()?;
         Ok(body)
     }
 
@@ -340,7 +348,12 @@ pub fn verify_batch(records: &[SignedRecord]) -> Vec<Result<PeerId, RecordError>
 
 /// Two records are an equivocation when the same origin signed two different
 /// bodies for the same sequence number.
-pub fn is_equivocation(a: &PatternBody, a_hash: &ContentHash, b: &PatternBody, b_hash: &ContentHash) -> bool {
+pub fn is_equivocation(
+    a: &PatternBody,
+    a_hash: &ContentHash,
+    b: &PatternBody,
+    b_hash: &ContentHash,
+) -> bool {
     a.origin == b.origin && a.seq == b.seq && a_hash != b_hash
 }
 
@@ -394,7 +407,10 @@ mod tests {
             pattern: sample("n", Depth::Deep, 0.7),
         };
         let r = SignedRecord::sign_bytes(RecordKind::Pattern, codec::to_cbor(&body), &key(1));
-        assert_eq!(r.open_pattern(NOW).unwrap_err(), RecordError::OriginMismatch);
+        assert_eq!(
+            r.open_pattern(NOW).unwrap_err(),
+            RecordError::OriginMismatch
+        );
     }
 
     #[test]
@@ -408,7 +424,13 @@ mod tests {
     #[test]
     fn batch_verification_finds_the_bad_one() {
         let mut rs: Vec<_> = (1..=8)
-            .map(|i| SignedRecord::sign_pattern(sample("n", Depth::Light, 0.1 * i as f64), i, &key(i as u8)))
+            .map(|i| {
+                SignedRecord::sign_pattern(
+                    sample("n", Depth::Light, 0.1 * i as f64),
+                    i,
+                    &key(i as u8),
+                )
+            })
             .collect();
         assert!(verify_batch(&rs).iter().all(Result::is_ok));
         rs[3].signature[5] ^= 0x40;
@@ -424,12 +446,67 @@ mod tests {
     }
 
     #[test]
+    fn insight_records_are_validated_after_the_signature() {
+        let k = key(4);
+        let stats = DepthTable::from_patterns([&sample("n", Depth::Deep, 0.7)]);
+        let insights =
+            crate::insights::compute(&stats, None, &crate::posterior::Prior::default(), NOW);
+        let mut body = InsightBody {
+            v: BODY_VERSION,
+            origin: k.public().to_peer_id(),
+            seq: 1,
+            computed_at: NOW,
+            stats,
+            insights,
+        };
+        assert_eq!(
+            SignedRecord::sign_insight(&body, &k)
+                .open_insight()
+                .unwrap(),
+            body
+        );
+        body.insights.insights[0].confidence = 1.5;
+        let e = SignedRecord::sign_insight(&body, &k)
+            .open_insight()
+            .unwrap_err();
+        assert_eq!(e.reason(), "schema");
+        body.insights.insights[0].confidence = 0.5;
+        body.computed_at = f64::INFINITY;
+        assert_eq!(
+            SignedRecord::sign_insight(&body, &k)
+                .open_insight()
+                .unwrap_err()
+                .reason(),
+            "schema"
+        );
+        body.computed_at = NOW;
+        body.stats.0[0].successes = 99;
+        assert_eq!(
+            SignedRecord::sign_insight(&body, &k)
+                .open_insight()
+                .unwrap_err()
+                .reason(),
+            "schema"
+        );
+    }
+
+    #[test]
     fn equivocation_detected() {
         let k = key(1);
         let a = SignedRecord::sign_pattern(sample("n", Depth::Deep, 0.7), 5, &k);
         let b = SignedRecord::sign_pattern(sample("n", Depth::Deep, 0.8), 5, &k);
         let (pa, pb) = (a.open_pattern(NOW).unwrap(), b.open_pattern(NOW).unwrap());
-        assert!(is_equivocation(&pa, &a.content_hash(), &pb, &b.content_hash()));
-        assert!(!is_equivocation(&pa, &a.content_hash(), &pa, &a.content_hash()));
+        assert!(is_equivocation(
+            &pa,
+            &a.content_hash(),
+            &pb,
+            &b.content_hash()
+        ));
+        assert!(!is_equivocation(
+            &pa,
+            &a.content_hash(),
+            &pa,
+            &a.content_hash()
+        ));
     }
 }

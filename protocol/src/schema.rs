@@ -214,7 +214,10 @@ fn check_string(field: &str, v: &str, max: usize, allow_empty: bool) -> Result<(
 
 fn check_finite(field: &str, v: f64, lo: f64, hi: f64) -> Result<(), SchemaError> {
     if !v.is_finite() {
-        return Err(SchemaError::new(field, format!("must be a finite number, got {v}")));
+        return Err(SchemaError::new(
+            field,
+            format!("must be a finite number, got {v}"),
+        ));
     }
     if v < lo || v > hi {
         return Err(SchemaError::new(
@@ -266,7 +269,10 @@ impl Pattern {
         if !self.timestamp.is_finite() || self.timestamp < 0.0 {
             return Err(SchemaError::new(
                 "timestamp",
-                format!("must be a finite, non-negative unix time, got {}", self.timestamp),
+                format!(
+                    "must be a finite, non-negative unix time, got {}",
+                    self.timestamp
+                ),
             ));
         }
         if self.timestamp > now + MAX_FUTURE_SKEW_SECS {
@@ -328,7 +334,10 @@ impl Pattern {
     /// - wrong types are errors naming the field.
     ///
     /// Range checks are [`Pattern::validate`]'s job; call it afterwards.
-    pub fn from_json_value(v: Value, default_node_id: Option<&str>) -> Result<Pattern, SchemaError> {
+    pub fn from_json_value(
+        v: Value,
+        default_node_id: Option<&str>,
+    ) -> Result<Pattern, SchemaError> {
         let Value::Object(mut m) = v else {
             return Err(SchemaError::new("pattern", "must be a JSON object"));
         };
@@ -390,7 +399,10 @@ impl Pattern {
             None | Some(Value::Null) => None,
             Some(o @ Value::Object(_)) => Some(o),
             Some(_) => {
-                return Err(SchemaError::new("federation_context", "must be a JSON object"))
+                return Err(SchemaError::new(
+                    "federation_context",
+                    "must be a JSON object",
+                ))
             }
         };
         // Whatever is left is unknown to the schema: keep it in `context`.
@@ -556,10 +568,16 @@ pub(crate) mod tests {
     #[test]
     fn wrong_types_name_the_field() {
         let v = serde_json::json!({"pattern_id": "p", "node_id": "n", "timestamp": "yesterday"});
-        assert_eq!(Pattern::from_json_value(v, None).unwrap_err().field, "timestamp");
+        assert_eq!(
+            Pattern::from_json_value(v, None).unwrap_err().field,
+            "timestamp"
+        );
         let v = serde_json::json!({"pattern_id": "p", "node_id": "n", "timestamp": 1.0,
             "depth_used": "deep", "quality_achieved": 0.5, "success": "yes"});
-        assert_eq!(Pattern::from_json_value(v, None).unwrap_err().field, "success");
+        assert_eq!(
+            Pattern::from_json_value(v, None).unwrap_err().field,
+            "success"
+        );
     }
 
     #[test]

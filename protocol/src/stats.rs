@@ -116,17 +116,29 @@ impl DepthStats {
             return Err(SchemaError::new("stats.n", "is implausibly large"));
         }
         if self.successes > self.n {
-            return Err(SchemaError::new("stats.successes", "exceeds the sample count"));
+            return Err(SchemaError::new(
+                "stats.successes",
+                "exceeds the sample count",
+            ));
         }
         if self.q_sum > n * one {
-            return Err(SchemaError::new("stats.q_sum", "implies a mean quality above 1"));
+            return Err(SchemaError::new(
+                "stats.q_sum",
+                "implies a mean quality above 1",
+            ));
         }
         if self.q_sq_sum > self.q_sum.saturating_mul(one) {
-            return Err(SchemaError::new("stats.q_sq_sum", "is inconsistent with q_sum"));
+            return Err(SchemaError::new(
+                "stats.q_sq_sum",
+                "is inconsistent with q_sum",
+            ));
         }
         // Cauchy–Schwarz: (Σq)² ≤ n·Σq²  (exact in integers; saturating is conservative)
         if self.n > 0 && self.q_sum.saturating_mul(self.q_sum) > n.saturating_mul(self.q_sq_sum) {
-            return Err(SchemaError::new("stats.q_sq_sum", "is smaller than the mean allows"));
+            return Err(SchemaError::new(
+                "stats.q_sq_sum",
+                "is smaller than the mean allows",
+            ));
         }
         let max_cost = (crate::schema::MAX_ATP * 2.0 * COST_SCALE) as i128 * n as i128;
         if self.cost_sum.abs() > max_cost {

@@ -35,7 +35,10 @@ pub fn frontier_entries(f: &Frontier) -> (Vec<FrontierEntry>, bool) {
         .iter()
         .filter(|(_, s)| **s > 0)
         .take(MAX_FRONTIER_ENTRIES)
-        .map(|(o, s)| FrontierEntry { origin: *o, seq: *s })
+        .map(|(o, s)| FrontierEntry {
+            origin: *o,
+            seq: *s,
+        })
         .collect();
     let truncated = f.values().filter(|s| **s > 0).count() > entries.len();
     (entries, truncated)
@@ -64,7 +67,10 @@ pub fn ranges_to_send(mine: &Frontier, have: &[FrontierEntry]) -> Vec<SeqRange> 
     let theirs: Frontier = have.iter().map(|e| (e.origin, e.seq)).collect();
     let mine_entries: Vec<FrontierEntry> = mine
         .iter()
-        .map(|(o, s)| FrontierEntry { origin: *o, seq: *s })
+        .map(|(o, s)| FrontierEntry {
+            origin: *o,
+            seq: *s,
+        })
         .collect();
     missing_ranges(&theirs, &mine_entries)
 }
@@ -112,16 +118,28 @@ mod tests {
     use libp2p_identity::Keypair;
 
     fn peer(i: u8) -> PeerId {
-        Keypair::ed25519_from_bytes([i; 32]).unwrap().public().to_peer_id()
+        Keypair::ed25519_from_bytes([i; 32])
+            .unwrap()
+            .public()
+            .to_peer_id()
     }
 
     #[test]
     fn missing_ranges_are_exact() {
         let mine: Frontier = [(peer(1), 5), (peer(2), 10)].into();
         let theirs = vec![
-            FrontierEntry { origin: peer(1), seq: 8 },
-            FrontierEntry { origin: peer(2), seq: 7 },
-            FrontierEntry { origin: peer(3), seq: 2 },
+            FrontierEntry {
+                origin: peer(1),
+                seq: 8,
+            },
+            FrontierEntry {
+                origin: peer(2),
+                seq: 7,
+            },
+            FrontierEntry {
+                origin: peer(3),
+                seq: 2,
+            },
         ];
         let r = missing_ranges(&mine, &theirs);
         assert_eq!(r.len(), 2);
@@ -129,7 +147,10 @@ mod tests {
         assert_eq!((r[1].origin, r[1].from_seq, r[1].to_seq), (peer(3), 1, 2));
         let send = ranges_to_send(&mine, &theirs);
         assert_eq!(send.len(), 1);
-        assert_eq!((send[0].origin, send[0].from_seq, send[0].to_seq), (peer(2), 8, 10));
+        assert_eq!(
+            (send[0].origin, send[0].from_seq, send[0].to_seq),
+            (peer(2), 8, 10)
+        );
     }
 
     #[test]
@@ -144,8 +165,16 @@ mod tests {
     #[test]
     fn limit_and_advance() {
         let r = vec![
-            SeqRange { origin: peer(1), from_seq: 1, to_seq: 10 },
-            SeqRange { origin: peer(2), from_seq: 3, to_seq: 4 },
+            SeqRange {
+                origin: peer(1),
+                from_seq: 1,
+                to_seq: 10,
+            },
+            SeqRange {
+                origin: peer(2),
+                from_seq: 3,
+                to_seq: 4,
+            },
         ];
         let l = limit_ranges(&r, 11);
         assert_eq!(l.len(), 2);

@@ -32,6 +32,15 @@ pub const MAX_RECORDS_PER_RESPONSE: usize = 1024;
 /// Most depths in a filter.
 pub const MAX_FILTER_DEPTHS: usize = Depth::COUNT;
 
+/// Every wire bound in one place (the constants above, re-exported).
+pub mod limits {
+    pub use super::{
+        MAX_FILTER_DEPTHS, MAX_FRONTIER_ENTRIES, MAX_GOSSIP_BYTES, MAX_RANGES,
+        MAX_RECORDS_PER_RESPONSE, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+    };
+    pub use crate::record::{MAX_BODY_BYTES, MAX_RECORD_BYTES};
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WireError {
     #[error("{0}")]
@@ -160,7 +169,9 @@ impl RequestFilters {
 
     /// Does a pattern pass these filters?
     pub fn matches(&self, p: &crate::schema::Pattern) -> bool {
-        self.depths.as_ref().is_none_or(|d| d.contains(&p.depth_used))
+        self.depths
+            .as_ref()
+            .is_none_or(|d| d.contains(&p.depth_used))
             && self.min_quality.is_none_or(|q| p.quality_achieved >= q)
             && self.min_timestamp.is_none_or(|t| p.timestamp >= t)
     }
@@ -239,13 +250,19 @@ impl GossipMessage {
     pub fn decode(bytes: &[u8]) -> Result<GossipMessage, WireError> {
         let probe: TaggedProbe = codec::from_cbor(bytes, MAX_GOSSIP_BYTES)?;
         let v = match probe.inner {
-            VersionProbeInner::PatternAnnouncement(p) | VersionProbeInner::InsightBroadcast(p) => p.v,
+            VersionProbeInner::PatternAnnouncement(p) | VersionProbeInner::InsightBroadcast(p) => {
+                p.v
+            }
         };
         check_version(v)?;
         let msg: GossipMessage = codec::from_cbor(bytes, MAX_GOSSIP_BYTES)?;
         if let GossipMessage::PatternAnnouncement(a) = &msg {
             bound("frontier", a.frontier.len(), MAX_FRONTIER_ENTRIES)?;
-            bound("depth_distribution", a.depth_distribution.len(), Depth::COUNT)?;
+            bound(
+                "depth_distribution",
+                a.depth_distribution.len(),
+                Depth::COUNT,
+            )?;
         }
         Ok(msg)
     }
@@ -296,7 +313,10 @@ mod tests {
     use libp2p_identity::Keypair;
 
     fn peer(i: u8) -> PeerId {
-        Keypair::ed25519_from_bytes([i; 32]).unwrap().public().to_peer_id()
+        Keypair::ed25519_from_bytes([i; 32])
+            .unwrap()
+            .public()
+            .to_peer_id()
     }
 
     #[test]
@@ -306,8 +326,16 @@ mod tests {
             from: peer(1),
             pattern_count: 50,
             patterns_hash: ContentHash::of(b"x"),
-            depth_distribution: [(Depth::Minimal, 5), (Depth::Standard, 30), (Depth::Deep, 15)].into(),
-            frontier: vec![FrontierEntry { origin: peer(1), seq: 50 }],
+            depth_distribution: [
+                (Depth::Minimal, 5),
+                (Depth::Standard, 30),
+                (Depth::Deep, 15),
+            ]
+            .into(),
+            frontier: vec![FrontierEntry {
+                origin: peer(1),
+                seq: 50,
+            }],
             frontier_truncated: false,
         });
         assert_eq!(GossipMessage::decode(&a.encode()).unwrap(), a);
@@ -323,7 +351,10 @@ mod tests {
             cursor: None,
             max_count: 10,
         };
-        assert_eq!(PatternRequest::decode(&r.encode()).unwrap_err(), WireError::UnknownVersion(9));
+        assert_eq!(
+            PatternRequest::decode(&r.encode()).unwrap_err(),
+            WireError::UnknownVersion(9)
+        );
     }
 
     #[test]
@@ -338,13 +369,23 @@ mod tests {
     fn oversized_lists_are_refused() {
         let r = PatternRequest {
             v: WIRE_VERSION,
-            ranges: vec![SeqRange { origin: peer(1), from_seq: 1, to_seq: 2 }; MAX_RANGES + 1],
+            ranges: vec![
+                SeqRange {
+                    origin: peer(1),
+                    from_seq: 1,
+                    to_seq: 2
+                };
+                MAX_RANGES + 1
+            ],
             have: None,
             filters: None,
             cursor: None,
             max_count: 10,
         };
-        assert_eq!(PatternRequest::decode(&r.encode()).unwrap_err().reason(), "bounds");
+        assert_eq!(
+            PatternRequest::decode(&r.encode()).unwrap_err().reason(),
+            "bounds"
+        );
     }
 
     #[test]
