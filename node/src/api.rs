@@ -151,3 +151,10 @@ pub struct NodeInfo {
     pub api_addr: Option<String>,
     pub version: String,
 }
+
+mod http;
+pub use http::{
+    parse_pattern_body, parse_pattern_query, parse_recommendation_query, parse_scope, router,
+    serve, ApiListener, ApiServer, ServeError, DEFAULT_QUERY_COUNT, MAX_BODY_BYTES,
+    MAX_PATTERNS_PER_POST, MAX_QUERY_COUNT, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE,
+};

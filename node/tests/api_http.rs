@@ -1,0 +1,661 @@
+#![allow(clippy::unwrap_used)]
+//! HTTP API routes against a fake in-memory `NodeApi`: every route, status
+//! codes, error shapes, size limits, SSE delivery and shutdown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use metamesh_node::api::*;
+use metamesh_node::events::NodeEvent;
+use metamesh_node::metrics::Metrics;
+use metamesh_protocol::insights::InsightSet;
+use metamesh_protocol::wire::RequestFilters;
+use metamesh_protocol::{Depth, InsightsDocument, Pattern};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, oneshot};
+
+const PEER: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+struct FakeNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    stored: Mutex<Vec<Pattern>>,
+    last_query: Mutex<Option<(RequestFilters, usize)>>,
+    events: broadcast::Sender<NodeEvent>,
+    metrics: Metrics,
+    fail_submit: AtomicBool,
+}
+
+impl FakeNode {
+    fn new(event_capacity: usize) -> Self {
+        FakeNode {
+            inner: Arc::new(Inner {
+                stored: Mutex::new(Vec::new()),
+                last_query: Mutex::new(None),
+                events: broadcast::channel(event_capacity).0,
+                metrics: Metrics::new(),
+                fail_submit: AtomicBool::new(false),
+            }),
+        }
+    }
+    fn stored(&self) -> Vec<Pattern> {
+        self.inner.stored.lock().unwrap().clone()
+    }
+}
+
+fn insights_doc(node_id: &str) -> InsightsDocument {
+    InsightsDocument::new(node_id, "test", 0, InsightSet::default(), 1.0)
+}
+
+impl NodeApi for FakeNode {
+    async fn submit_patterns(
+        &self,
+        patterns: Vec<Pattern>,
+    ) -> Result<Vec<SubmittedPattern>, ApiError> {
+        if self.inner.fail_submit.load(Ordering::SeqCst) {
+            return Err(ApiError::unavailable("store is closing"));
+        }
+        let mut stored = self.inner.stored.lock().unwrap();
+        let mut out = Vec::new();
+        for p in patterns {
+            stored.push(p.clone());
+            out.push(SubmittedPattern {
+                origin: PEER.into(),
+                seq: stored.len() as u64,
+                hash: format!("{:064x}", stored.len()),
+                pattern_id: p.pattern_id,
+            });
+        }
+        Ok(out)
+    }
+    async fn query_patterns(
+        &self,
+        filters: RequestFilters,
+        limit: usize,
+    ) -> Result<Vec<PatternView>, ApiError> {
+        *self.inner.last_query.lock().unwrap() = Some((filters, limit));
+        let stored = self.inner.stored.lock().unwrap();
+        Ok(stored
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PatternView {
+                origin: PEER.into(),
+                seq: i as u64 + 1,
+                hash: "00".into(),
+                pattern: p.clone(),
+            })
+            .collect())
+    }
+    async fn insights(&self, scope: Scope) -> Result<InsightsDocument, ApiError> {
+        Ok(insights_doc(match scope {
+            Scope::Local => "local",
+            Scope::Collective => "collective",
+        }))
+    }
+    async fn recommend(&self, atp: f64, strategy: String) -> Result<Recommendation, ApiError> {
+        if strategy == "unknown" {
+            return Err(ApiError::bad_request("unknown strategy", "strategy"));
+        }
+        Ok(Recommendation {
+            depth: Depth::Standard,
+            strategy,
+            confidence: 0.75,
+            atp,
+            reason: "fake".into(),
+        })
+    }
+    async fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
+        Ok(vec![PeerView {
+            peer_id: PEER.into(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+            connected: true,
+            reputation: 12.0,
+            class: "neutral".into(),
+        }])
+    }
+    async fn reputation(&self) -> Result<Vec<ReputationView>, ApiError> {
+        Ok(vec![ReputationView {
+            peer_id: PEER.into(),
+            score: 12.0,
+            class: "neutral".into(),
+            weight: 1.0,
+            counters: BTreeMap::from([("valid_patterns".to_string(), 3)]),
+        }])
+    }
+    async fn stats(&self) -> Result<StatsView, ApiError> {
+        Ok(StatsView {
+            peer_id: PEER.into(),
+            pattern_count: self.inner.stored.lock().unwrap().len() as u64,
+            metrics: self.inner.metrics.snapshot(),
+            ..StatsView::default()
+        })
+    }
+    async fn node_info(&self) -> Result<NodeInfo, ApiError> {
+        Ok(NodeInfo {
+            peer_id: PEER.into(),
+            listen_addrs: vec![],
+            mesh: "default".into(),
+            api_addr: None,
+            version: "test".into(),
+        })
+    }
+    fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+    fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+}
+
+struct TestServer {
+    base: String,
+    node: FakeNode,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<Result<(), ServeError>>,
+    client: reqwest::Client,
+}
+
+impl TestServer {
+    async fn start(node: FakeNode) -> TestServer {
+        let server = ApiServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        assert_ne!(addr.port(), 0, "port 0 resolves to the bound port");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(server.run(node.clone(), async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            base: format!("http://{addr}"),
+            node,
+            stop: Some(stop),
+            done,
+            client: reqwest::Client::builder()
+                .timeout(DEADLINE)
+                .build()
+                .unwrap(),
+        }
+    }
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(DEADLINE, self.done)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn pattern_json(quality: f64) -> Value {
+    json!({
+        "depth_used": "standard",
+        "quality_achieved": quality,
+        "success": true,
+        "atp_before": 100.0,
+        "atp_after": 80.0,
+    })
+}
+
+fn assert_error(body: &Value, field: Option<&str>) {
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["field"].as_str(), field, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_patterns_single_and_array() {
+    let s = TestServer::start(FakeNode::new(16)).await;
+
+    // One object, no node_id / pattern_id / timestamp: filled in.
+    let (status, body) = s.post("/v1/patterns", pattern_json(0.8).to_string()).await;
+    assert_eq!(status, 201, "{body}");
+    let list = body.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["origin"], PEER);
+    assert_eq!(list[0]["seq"], 1);
+    let stored = s.node.stored();
+    assert_eq!(
+        stored[0].node_id, PEER,
+        "node_id defaults to this node's PeerId"
+    );
+    assert!(stored[0].pattern_id.starts_with("api-"));
+    assert!(stored[0].timestamp > 1.6e9);
+    assert_eq!(list[0]["pattern_id"], stored[0].pattern_id.as_str());
+
+    // Array, with explicit ids kept and the Legion alias accepted.
+    let mut legion = pattern_json(0.5);
+    legion.as_object_mut().unwrap().remove("quality_achieved");
+    legion["outcome_quality"] = json!(0.6);
+    legion["pattern_id"] = json!("mine-1");
+    legion["node_id"] = json!("someone");
+    let arr = json!([pattern_json(0.1), legion, pattern_json(1.0)]);
+    let (status, body) = s.post("/v1/patterns", arr.to_string()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body.as_array().unwrap().len(), 3);
+    let stored = s.node.stored();
+    assert_eq!(stored.len(), 4);
+    assert_eq!(stored[2].pattern_id, "mine-1");
+    assert_eq!(stored[2].node_id, "someone");
+    assert_eq!(stored[2].quality_achieved, 0.6);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_patterns_errors_name_the_field() {
+    let s = TestServer::start(FakeNode::new(16)).await;
+
+    // Array element 1 out of range: 422 naming "[1].quality_achieved"; nothing stored.
+    let arr = json!([pattern_json(0.5), pattern_json(1.5), pattern_json(0.5)]);
+    let (status, body) = s.post("/v1/patterns", arr.to_string()).await;
+    assert_eq!(status, 422);
+    assert_error(&body, Some("[1].quality_achieved"));
+    assert!(s.node.stored().is_empty());
+
+    // Single object: the field without an index.
+    let mut p = pattern_json(0.5);
+    p.as_object_mut().unwrap().remove("depth_used");
+    let (status, body) = s.post("/v1/patterns", p.to_string()).await;
+    assert_eq!(status, 422);
+    assert_error(&body, Some("depth_used"));
+
+    let mut p = pattern_json(0.5);
+    p["depth_used"] = json!("bottomless");
+    let (status, body) = s.post("/v1/patterns", json!([p]).to_string()).await;
+    assert_eq!(status, 422);
+    assert_error(&body, Some("[0].depth_used"));
+
+    let mut p = pattern_json(0.5);
+    p["success"] = json!("yes");
+    let (status, body) = s.post("/v1/patterns", p.to_string()).await;
+    assert_eq!(status, 422);
+    assert_error(&body, Some("success"));
+
+    // Timestamp too far in the future.
+    let mut p = pattern_json(0.5);
+    p["timestamp"] = json!(1.0e12);
+    let (status, body) = s.post("/v1/patterns", p.to_string()).await;
+    assert_eq!(status, 422);
+    assert_error(&body, Some("timestamp"));
+
+    // A non-object array element.
+    let (status, body) = s
+        .post("/v1/patterns", json!([pattern_json(0.5), 7]).to_string())
+        .await;
+    assert_eq!(status, 422);
+    assert_error(&body, Some("[1]"));
+
+    // Not JSON / wrong top-level type / empty array: 400 on the body.
+    for bad in ["{not json", "42", "\"x\"", "[]", ""] {
+        let (status, body) = s.post("/v1/patterns", bad.to_string()).await;
+        assert_eq!(status, 400, "{bad:?}: {body}");
+        assert_error(&body, Some("body"));
+    }
+
+    // The node's own error passes through with its status.
+    s.node.inner.fail_submit.store(true, Ordering::SeqCst);
+    let (status, body) = s.post("/v1/patterns", pattern_json(0.5).to_string()).await;
+    assert_eq!(status, 503);
+    assert_error(&body, None);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_patterns_size_limits() {
+    let s = TestServer::start(FakeNode::new(16)).await;
+
+    // Body over 1 MiB: 413 as JSON.
+    let mut big = pattern_json(0.5);
+    big["context"] = json!({ "blob": "x".repeat(MAX_BODY_BYTES + 10) });
+    let (status, body) = s.post("/v1/patterns", big.to_string()).await;
+    assert_eq!(status, 413);
+    assert_error(&body, Some("body"));
+
+    // Too many patterns (each small): 413.
+    let many: Vec<Value> = (0..=MAX_PATTERNS_PER_POST)
+        .map(|_| pattern_json(0.5))
+        .collect();
+    let text = Value::Array(many).to_string();
+    assert!(text.len() < MAX_BODY_BYTES);
+    let (status, body) = s.post("/v1/patterns", text).await;
+    assert_eq!(status, 413);
+    assert_error(&body, Some("body"));
+
+    // Exactly the maximum is fine.
+    let max: Vec<Value> = (0..MAX_PATTERNS_PER_POST)
+        .map(|_| pattern_json(0.5))
+        .collect();
+    let (status, body) = s.post("/v1/patterns", Value::Array(max).to_string()).await;
+    assert_eq!(status, 201);
+    assert_eq!(body.as_array().unwrap().len(), MAX_PATTERNS_PER_POST);
+    assert_eq!(s.node.stored().len(), MAX_PATTERNS_PER_POST);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_patterns_filters_and_bad_params() {
+    let s = TestServer::start(FakeNode::new(16)).await;
+    s.post(
+        "/v1/patterns",
+        json!([pattern_json(0.2), pattern_json(0.9)]).to_string(),
+    )
+    .await;
+
+    let (status, body) = s.get("/v1/patterns").await;
+    assert_eq!(status, 200);
+    assert_eq!(body.as_array().unwrap().len(), 2);
+    assert_eq!(body[0]["pattern"]["depth_used"], "standard");
+    let (filters, limit) = s.node.inner.last_query.lock().unwrap().clone().unwrap();
+    assert_eq!(limit, DEFAULT_QUERY_COUNT as usize);
+    assert_eq!(filters.max_count, Some(DEFAULT_QUERY_COUNT));
+    assert_eq!(filters.depths, None);
+
+    let (status, _) = s
+        .get("/v1/patterns?depths=standard,DEEP&min_quality=0.5&min_timestamp=1700000000&max_count=1")
+        .await;
+    assert_eq!(status, 200);
+    let (filters, limit) = s.node.inner.last_query.lock().unwrap().clone().unwrap();
+    assert_eq!(limit, 1);
+    assert_eq!(filters.depths, Some(vec![Depth::Standard, Depth::Deep]));
+    assert_eq!(filters.min_quality, Some(0.5));
+    assert_eq!(filters.min_timestamp, Some(1.7e9));
+    // The route never returns more than max_count even if the node does.
+    let (_, body) = s.get("/v1/patterns?max_count=1").await;
+    assert_eq!(body.as_array().unwrap().len(), 1);
+
+    for (query, field) in [
+        ("depths=standard,bogus", "depths"),
+        ("depths=", "depths"),
+        ("min_quality=abc", "min_quality"),
+        ("min_quality=2", "min_quality"),
+        ("min_quality=NaN", "min_quality"),
+        ("min_timestamp=inf", "min_timestamp"),
+        ("max_count=0", "max_count"),
+        ("max_count=1001", "max_count"),
+        ("max_count=-3", "max_count"),
+        ("max_count=1&max_count=2", "max_count"),
+        ("limit=5", "limit"),
+    ] {
+        let (status, body) = s.get(&format!("/v1/patterns?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_error(&body, Some(field));
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_routes() {
+    let s = TestServer::start(FakeNode::new(16)).await;
+
+    let (status, body) = s.get("/v1/insights?scope=local").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["node_id"], "local");
+    assert_eq!(body["version"], "1.0");
+    let (_, body) = s.get("/v1/insights").await;
+    assert_eq!(
+        body["node_id"], "collective",
+        "collective is the default scope"
+    );
+    let (status, body) = s.get("/v1/insights?scope=global").await;
+    assert_eq!(status, 400);
+    assert_error(&body, Some("scope"));
+
+    let (status, body) = s.get("/v1/recommendation?atp=120&strategy=thor").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["depth"], "standard");
+    assert_eq!(body["strategy"], "thor");
+    assert_eq!(body["atp"], 120.0);
+    let (_, body) = s.get("/v1/recommendation?atp=5").await;
+    assert_eq!(body["strategy"], "posterior");
+    for (query, field) in [
+        ("", "atp"),
+        ("atp=lots", "atp"),
+        ("atp=-1", "atp"),
+        ("atp=10&strategy=", "strategy"),
+        ("atp=10&strategy=rm%20-rf", "strategy"),
+        ("atp=10&strategy=unknown", "strategy"),
+    ] {
+        let (status, body) = s.get(&format!("/v1/recommendation?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_error(&body, Some(field));
+    }
+
+    let (status, body) = s.get("/v1/peers").await;
+    assert_eq!(status, 200);
+    assert_eq!(body[0]["peer_id"], PEER);
+    assert_eq!(body[0]["connected"], true);
+
+    let (status, body) = s.get("/v1/reputation").await;
+    assert_eq!(status, 200);
+    assert_eq!(body[0]["class"], "neutral");
+    assert_eq!(body[0]["counters"]["valid_patterns"], 3);
+
+    s.node.metrics().pattern_recorded();
+    let (status, body) = s.get("/v1/stats").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["peer_id"], PEER);
+    assert_eq!(body["metrics"]["patterns_recorded"], 1);
+
+    let (status, body) = s.get("/v1/node").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["mesh"], "default");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_unknown_routes() {
+    let s = TestServer::start(FakeNode::new(16)).await;
+    s.node.metrics().pattern_rejected("bad_signature");
+
+    let r = s.client.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("metamesh_patterns_rejected_total{reason=\"bad_signature\"} 1"),
+        "{text}"
+    );
+
+    let r = s
+        .client
+        .get(s.url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    let ct = r.headers()["content-type"].to_str().unwrap();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+
+    let (status, body) = s.get("/v1/nothing-here").await;
+    assert_eq!(status, 404);
+    assert_error(&body, None);
+    let (status, body) = s.get("/").await;
+    assert_eq!(status, 404);
+    assert_error(&body, None);
+
+    let r = s.client.delete(s.url("/v1/patterns")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let body: Value = r.json().await.unwrap();
+    assert_error(&body, None);
+    s.shutdown().await;
+}
+
+/// Read SSE chunks until `want` appears in the accumulated text.
+async fn read_until(resp: &mut reqwest::Response, acc: &mut String, want: &str) {
+    let start = Instant::now();
+    while !acc.contains(want) {
+        assert!(start.elapsed() < DEADLINE, "no {want:?} in {acc:?}");
+        match tokio::time::timeout(DEADLINE, resp.chunk()).await {
+            Ok(Ok(Some(bytes))) => acc.push_str(&String::from_utf8_lossy(&bytes)),
+            other => panic!("stream ended or failed before {want:?}: {other:?}; got {acc:?}"),
+        }
+    }
+}
+
+async fn wait_for_subscriber(node: &FakeNode, n: usize) {
+    let start = Instant::now();
+    while node.inner.events.receiver_count() < n {
+        assert!(start.elapsed() < DEADLINE, "no SSE subscriber");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_delivers_events_and_ends_at_shutdown() {
+    let s = TestServer::start(FakeNode::new(16)).await;
+    let mut resp = s.client.get(s.url("/v1/events")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    wait_for_subscriber(&s.node, 1).await;
+
+    s.node
+        .inner
+        .events
+        .send(NodeEvent::PatternAccepted {
+            origin: PEER.into(),
+            seq: 9,
+            hash: "abcd".into(),
+            depth: Depth::Deep,
+            local: false,
+        })
+        .unwrap();
+    s.node
+        .inner
+        .events
+        .send(NodeEvent::PeerJoined { peer: PEER.into() })
+        .unwrap();
+    let mut acc = String::new();
+    read_until(&mut resp, &mut acc, "event: peer_joined").await;
+    read_until(&mut resp, &mut acc, "\n\n").await;
+    assert!(acc.contains("event: pattern_accepted\n"), "{acc}");
+    let data_line = acc
+        .lines()
+        .find(|l| l.starts_with("data:") && l.contains("pattern_accepted"))
+        .unwrap();
+    let data: Value = serde_json::from_str(data_line.trim_start_matches("data:").trim()).unwrap();
+    assert_eq!(data["type"], "pattern_accepted");
+    assert_eq!(data["seq"], 9);
+    assert_eq!(data["depth"], "deep");
+
+    // Graceful shutdown completes although the event stream is still open.
+    s.shutdown().await;
+    let start = Instant::now();
+    loop {
+        match tokio::time::timeout(DEADLINE, resp.chunk()).await {
+            Ok(Ok(Some(_))) => assert!(start.elapsed() < DEADLINE),
+            Ok(Ok(None)) | Ok(Err(_)) => break,
+            Err(_) => panic!("event stream still open after shutdown"),
+        }
+    }
+}
+
+/// A subscriber that falls behind skips the lost events (a comment says how
+/// many) and keeps receiving. Single-threaded runtime so the server cannot
+/// drain the channel while the test floods it.
+#[tokio::test(flavor = "current_thread")]
+async fn sse_lagging_subscriber_skips_and_continues() {
+    let s = TestServer::start(FakeNode::new(4)).await;
+    let mut resp = s.client.get(s.url("/v1/events")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    wait_for_subscriber(&s.node, 1).await;
+    for i in 0..20 {
+        s.node
+            .inner
+            .events
+            .send(NodeEvent::PeerLeft {
+                peer: format!("p{i}"),
+            })
+            .unwrap();
+    }
+    let mut acc = String::new();
+    read_until(&mut resp, &mut acc, "lagged: 16 events skipped").await;
+    read_until(&mut resp, &mut acc, "\"peer\":\"p19\"").await;
+    assert!(!acc.contains("\"peer\":\"p0\""), "{acc}");
+    s.node
+        .inner
+        .events
+        .send(NodeEvent::PeerJoined {
+            peer: "after".into(),
+        })
+        .unwrap();
+    read_until(&mut resp, &mut acc, "\"peer\":\"after\"").await;
+    drop(resp);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_a_prebound_listener_returns_its_address() {
+    let node = FakeNode::new(4);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(node, listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .unwrap();
+    let body: Value = client
+        .get(format!("http://{addr}/v1/node"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["peer_id"], PEER);
+    stop.send(()).unwrap();
+    let returned = tokio::time::timeout(DEADLINE, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(returned, addr);
+
+    // Binding an address in use is a clear error.
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = ApiServer::bind(taken.local_addr().unwrap())
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("binding the HTTP API"), "{err}");
+}
