@@ -7,4 +7,8 @@ pub mod logging;
 pub mod api;
 pub mod config;
 pub mod events;
+pub mod learning;
 pub mod metrics;
+pub mod network;
+pub mod pipeline;
+pub mod service;
