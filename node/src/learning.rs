@@ -1,0 +1,398 @@
+//! Learning from a store: local and collective insights, and depth
+//! recommendations. Shared by the client CLI (which opens the store directly
+//! when no node runs) and by the running node.
+//!
+//! **For the node (NET):** call
+//! - [`local_insights`]`(store, self_id, now)` for `GET /v1/insights?scope=local`;
+//! - [`collective_insights`]`(store, self_id, &weigh, now)` for `scope=collective`,
+//!   where `weigh(peer) -> OriginWeight` gives each origin's reputation
+//!   learning weight, whether it is an anchor (this node, operator-trusted
+//!   peers) and whether it is a newcomer (from `reputation::standing`);
+//! - [`collective_view`] + [`recommend`] for `GET /v1/recommendation`.
+//!
+//! Collective learning uses `metamesh_protocol::aggregate::robust_aggregate`
+//! (per-origin statistics, weighted, with anchor/majority screens, volume caps
+//! and a newcomer budget): a few liars cannot move the answer. The insights
+//! document is computed from the merged statistics of the origins the robust
+//! aggregation *kept*; the headline claim (`optimal_quality_depth` /
+//! `optimal_depth`) and its confidence are the robust aggregate's own P(best).
+
+use std::collections::BTreeMap;
+
+use libp2p::PeerId;
+use metamesh_protocol::aggregate::{
+    robust_aggregate, OriginEvidence, RobustAggregate, RobustConfig,
+};
+use metamesh_protocol::insights::{self, types, InsightsDocument};
+use metamesh_protocol::posterior::Prior;
+use metamesh_protocol::reputation::{self, ReputationPolicy, ReputationState, Trust};
+use metamesh_protocol::strategy::{self, LearningView};
+use metamesh_protocol::{DepthStats, DepthTable};
+use metamesh_storage::Store;
+use rand::RngCore;
+use serde::Serialize;
+
+use crate::api::{ApiError, Recommendation};
+
+/// `platform` of the insights documents this node writes.
+pub const PLATFORM: &str = "metamesh";
+
+/// How much say an origin gets in collective learning.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OriginWeight {
+    /// Reputation learning weight (0.5 … 2.0; 0 = ignore).
+    pub weight: f64,
+    /// This node or an operator-trusted peer: the reference for screening.
+    pub anchor: bool,
+    /// A newcomer: its class shares a capped budget of weight.
+    pub newcomer: bool,
+}
+
+/// The node's own patterns only.
+pub fn local_insights(store: &Store, self_id: &PeerId, now: f64) -> InsightsDocument {
+    let table = store.stats_of(self_id);
+    let modes = store.origin_mode_stats(self_id);
+    let set = insights::compute(&table, Some(&modes), &Prior::default(), now);
+    InsightsDocument::new(&self_id.to_string(), PLATFORM, table.total(), set, now)
+}
+
+/// Robust collective aggregation over every stored origin.
+pub struct Collective {
+    pub aggregate: RobustAggregate<PeerId>,
+    /// Merged statistics of the origins the aggregation kept.
+    pub kept_table: DepthTable,
+    /// Merged per-mode statistics of the kept origins.
+    pub kept_modes: BTreeMap<String, DepthStats>,
+    /// Per kept origin: weight and pattern count (the knowledge-transfer report).
+    pub contributors: Vec<Contributor>,
+}
+
+/// Whose evidence shapes the collective answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Contributor {
+    pub peer_id: String,
+    pub weight: f64,
+    pub patterns: u64,
+    pub anchor: bool,
+}
+
+/// Aggregate all stored origins. The node itself is always an anchor with
+/// weight ≥ 1 whatever `weigh` says.
+pub fn collective(
+    store: &Store,
+    self_id: &PeerId,
+    weigh: &dyn Fn(&PeerId) -> OriginWeight,
+) -> Collective {
+    let per_origin = store.origin_stats();
+    let origins: Vec<OriginEvidence<PeerId>> = per_origin
+        .into_iter()
+        .filter(|(_, t)| t.total() > 0)
+        .map(|(peer, table)| {
+            let w = if peer == *self_id {
+                let w = weigh(&peer);
+                OriginWeight {
+                    weight: w.weight.max(1.0),
+                    anchor: true,
+                    newcomer: false,
+                }
+            } else {
+                weigh(&peer)
+            };
+            OriginEvidence {
+                key: peer,
+                table,
+                weight: if w.weight.is_finite() {
+                    w.weight.max(0.0)
+                } else {
+                    0.0
+                },
+                anchor: w.anchor,
+                newcomer: w.newcomer,
+            }
+        })
+        .collect();
+    let aggregate = robust_aggregate(&origins, &RobustConfig::default());
+    let mut kept_table = DepthTable::default();
+    let mut kept_modes: BTreeMap<String, DepthStats> = BTreeMap::new();
+    let mut contributors = Vec::new();
+    for o in &origins {
+        if !aggregate.used.contains(&o.key) {
+            continue;
+        }
+        kept_table.merge(&o.table);
+        for (mode, s) in store.origin_mode_stats(&o.key) {
+            kept_modes.entry(mode).or_default().merge(&s);
+        }
+        contributors.push(Contributor {
+            peer_id: o.key.to_string(),
+            weight: o.weight,
+            patterns: o.table.total(),
+            anchor: o.anchor,
+        });
+    }
+    Collective {
+        aggregate,
+        kept_table,
+        kept_modes,
+        contributors,
+    }
+}
+
+/// Insights from every stored origin, weighted and combined robustly.
+pub fn collective_insights(
+    store: &Store,
+    self_id: &PeerId,
+    weigh: &dyn Fn(&PeerId) -> OriginWeight,
+    now: f64,
+) -> InsightsDocument {
+    collective_document(&collective(store, self_id, weigh), self_id, now)
+}
+
+/// The insights document of a [`Collective`].
+pub fn collective_document(c: &Collective, self_id: &PeerId, now: f64) -> InsightsDocument {
+    let prior = Prior::default();
+    let mut set = insights::compute(&c.kept_table, Some(&c.kept_modes), &prior, now);
+    if c.kept_table.total() > 0 {
+        // The headline claim comes from the robust aggregate's evidence.
+        let (best, p) = c.aggregate.best(&prior);
+        set.learned_preferences.optimal_quality_depth = Some(best);
+        for i in set.insights.iter_mut() {
+            if i.insight_type == types::OPTIMAL_QUALITY_DEPTH
+                || i.insight_type == types::OPTIMAL_DEPTH
+            {
+                let e = c.aggregate.evidence[best.index()];
+                i.description = format!(
+                    "{best} depth best for quality (robust collective mean {:.3}, effective {:.0} samples from {} origins)",
+                    e.mean,
+                    e.n,
+                    c.contributors.len()
+                );
+                i.recommendation = format!("use {best} depth");
+                i.confidence = if p.is_finite() {
+                    p.clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+    InsightsDocument::new(
+        &self_id.to_string(),
+        PLATFORM,
+        c.kept_table.total(),
+        set,
+        now,
+    )
+}
+
+/// The evidence a strategy decides from: the node's own statistics.
+pub fn local_view(store: &Store, self_id: &PeerId) -> LearningView {
+    LearningView::from_table(&store.stats_of(self_id), Prior::default())
+}
+
+/// The evidence a strategy decides from: the robust collective aggregate.
+pub fn collective_view(c: &Collective) -> LearningView {
+    c.aggregate.view(Prior::default())
+}
+
+/// Ask the named strategy (`legion`, `thor`, `posterior`) for a depth.
+pub fn recommend(
+    view: &LearningView,
+    atp: f64,
+    strategy_name: &str,
+    rng: &mut dyn RngCore,
+) -> Result<Recommendation, ApiError> {
+    if !atp.is_finite() || atp < 0.0 {
+        return Err(ApiError::bad_request(
+            "atp must be a finite number ≥ 0",
+            "atp",
+        ));
+    }
+    let s = strategy::strategy_by_name(strategy_name).ok_or_else(|| {
+        ApiError::bad_request(
+            format!(
+                "unknown strategy {:?}; use one of {}",
+                strategy_name.chars().take(32).collect::<String>(),
+                strategy::STRATEGY_NAMES.join(", ")
+            ),
+            "strategy",
+        )
+    })?;
+    let choice = s.choose(view, atp, rng);
+    let reason = if view.pattern_count == 0 {
+        "no evidence yet: chosen by ATP budget".to_string()
+    } else if choice.followed_learning {
+        format!(
+            "evidence from {} patterns favours this depth",
+            view.pattern_count
+        )
+    } else {
+        "exploring, or limited by the ATP budget".to_string()
+    };
+    Ok(Recommendation {
+        depth: choice.depth,
+        strategy: s.name().to_string(),
+        confidence: if choice.confidence.is_finite() {
+            choice.confidence.clamp(0.0, 1.0)
+        } else {
+            0.0
+        },
+        atp,
+        reason,
+    })
+}
+
+/// Origin weights from the reputation states a node persisted in the store
+/// (for offline use; a running node has them in memory). Peers without a
+/// stored state are newcomers of neutral weight.
+pub fn stored_weights(store: &Store, now: f64) -> impl Fn(&PeerId) -> OriginWeight {
+    let policy = ReputationPolicy::default();
+    let states: BTreeMap<PeerId, ReputationState> = store
+        .reputation_entries()
+        .into_iter()
+        .filter_map(|(p, bytes)| Some((p, ReputationState::from_bytes(&bytes).ok()?)))
+        .collect();
+    move |peer: &PeerId| {
+        let fresh;
+        let state = match states.get(peer) {
+            Some(s) => s,
+            None => {
+                fresh = ReputationState::new(now);
+                &fresh
+            }
+        };
+        let s = reputation::standing(state, Trust::Default, now, &policy);
+        OriginWeight {
+            weight: s.weight,
+            anchor: false,
+            newcomer: s.newcomer,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use libp2p::identity::Keypair;
+    use metamesh_protocol::{Depth, Pattern, SignedRecord};
+    use rand::SeedableRng;
+
+    fn pattern(node: &PeerId, i: u64, depth: Depth, q: f64) -> Pattern {
+        Pattern::from_json_value(
+            serde_json::json!({
+                "pattern_id": format!("p{i}"),
+                "node_id": node.to_string(),
+                "timestamp": 1.7e9 + i as f64,
+                "depth_used": depth.as_str(),
+                "quality_achieved": q,
+                "success": q > 0.5,
+                "atp_before": 100.0,
+                "atp_after": 80.0,
+            }),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn insert_from(store: &Store, key: &Keypair, n: u64, depth: Depth, q: f64, seq0: u64) {
+        let origin = key.public().to_peer_id();
+        for i in 0..n {
+            let rec =
+                SignedRecord::sign_pattern(pattern(&origin, seq0 + i, depth, q), seq0 + i, key);
+            let body = rec.open_pattern(1.8e9).unwrap();
+            store.insert(&rec, &body).unwrap();
+        }
+    }
+
+    #[test]
+    fn local_and_collective_insights() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        let me = Keypair::generate_ed25519();
+        let me_id = me.public().to_peer_id();
+        for i in 0..20 {
+            let d = if i % 2 == 0 {
+                Depth::Standard
+            } else {
+                Depth::Light
+            };
+            let q = if d == Depth::Standard { 0.9 } else { 0.5 };
+            store.append_local(&me, pattern(&me_id, i, d, q)).unwrap();
+        }
+        // Honest peer agrees; a liar claims light is perfect.
+        let honest = Keypair::generate_ed25519();
+        insert_from(&store, &honest, 30, Depth::Standard, 0.88, 1);
+        let liar = Keypair::generate_ed25519();
+        insert_from(&store, &liar, 40, Depth::Light, 1.0, 1);
+
+        let local = local_insights(&store, &me_id, 1.8e9);
+        assert_eq!(local.pattern_count, 20);
+        assert_eq!(
+            local.learned_preferences.optimal_quality_depth,
+            Some(Depth::Standard)
+        );
+
+        let neutral = |_: &PeerId| OriginWeight {
+            weight: 1.0,
+            anchor: false,
+            newcomer: false,
+        };
+        let c = collective(&store, &me_id, &neutral);
+        let doc = collective_document(&c, &me_id, 1.8e9);
+        assert_eq!(
+            doc.learned_preferences.optimal_quality_depth,
+            Some(Depth::Standard)
+        );
+        let liar_id = liar.public().to_peer_id().to_string();
+        assert!(
+            c.contributors.iter().all(|x| x.peer_id != liar_id),
+            "liar screened out"
+        );
+        assert!(c
+            .contributors
+            .iter()
+            .any(|x| x.peer_id == me_id.to_string() && x.anchor));
+        assert_eq!(doc.pattern_count, 50);
+        let q = doc
+            .insights
+            .iter()
+            .find(|i| i.insight_type == types::OPTIMAL_QUALITY_DEPTH)
+            .unwrap();
+        // The headline confidence is the robust aggregate's P(best) (untried
+        // depths keep the prior, so it is well below 1 here).
+        let (best, p) = c.aggregate.best(&Prior::default());
+        assert_eq!(best, Depth::Standard);
+        assert_eq!(q.confidence, p);
+        assert!(q.confidence > 1.0 / Depth::COUNT as f64 && q.confidence <= 1.0);
+
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let r = recommend(&collective_view(&c), 200.0, "thor", &mut rng).unwrap();
+        assert_eq!(r.depth, Depth::Standard);
+        assert_eq!(r.strategy, "thor");
+        let e = recommend(&collective_view(&c), 200.0, "nope", &mut rng).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("strategy"));
+        let e = recommend(&local_view(&store, &me_id), f64::NAN, "thor", &mut rng).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("atp"));
+
+        // Weights from the store: no stored reputation → neutral newcomers.
+        let w = stored_weights(&store, 1.8e9);
+        let ow = w(&honest.public().to_peer_id());
+        assert!(ow.newcomer && ow.weight > 0.0);
+    }
+
+    #[test]
+    fn empty_store_gives_empty_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        let me = PeerId::random();
+        let w = stored_weights(&store, 0.0);
+        assert_eq!(local_insights(&store, &me, 1.0).pattern_count, 0);
+        let doc = collective_insights(&store, &me, &w, 1.0);
+        assert_eq!(doc.pattern_count, 0);
+        assert!(doc.insights.is_empty());
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let r = recommend(&local_view(&store, &me), 10.0, "posterior", &mut rng).unwrap();
+        assert_eq!(r.depth, Depth::Minimal, "10 ATP affords only minimal");
+    }
+}
