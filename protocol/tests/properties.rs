@@ -606,3 +606,56 @@ proptest! {
         }
     }
 }
+
+// ---------- reputation invariants ----------
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn reputation_invariants(
+        t0 in 0.0f64..NOW,
+        events in vec((0usize..ReputationEvent::ALL.len(), -1e4f64..1e6), 0..200),
+    ) {
+        use reputation::{standing, Trust};
+        let p = ReputationPolicy::default();
+        let mut s = ReputationState::new(t0);
+        let mut now = t0;
+        let mut equivocated = false;
+        let mut any_valid = false;
+        for (e, dt) in events {
+            // Time mostly moves forward, sometimes steps back.
+            now += dt;
+            let e = ReputationEvent::ALL[e];
+            equivocated |= e == ReputationEvent::Equivocation;
+            any_valid |= e.is_valid_behaviour();
+            let before = s.score_at(now, &p);
+            reputation::apply(&mut s, e, now, &p);
+            prop_assert!(s.score.is_finite() && s.score >= p.min_score && s.score <= p.max_score);
+            // Events move the (decayed) score in the direction of their delta.
+            if p.delta(e) > 0.0 {
+                prop_assert!(s.score >= before - 1e-12);
+            } else if p.delta(e) < 0.0 {
+                prop_assert!(s.score <= before + 1e-12);
+            }
+            // A positive score never exceeds the newcomer cap (no score was
+            // ever above it: it only grows).
+            if s.score > 0.0 {
+                prop_assert!(s.score <= s.newcomer_cap(s.last_update, &p) + 1e-9);
+            }
+            prop_assert_eq!(s.hostile, equivocated);
+            let st = standing(&s, Trust::Default, now, &p);
+            if st.newcomer {
+                prop_assert!(st.weight <= 1.0);
+            }
+            if s.hostile {
+                prop_assert_eq!(st.weight, 0.0);
+            }
+            prop_assert!(standing(&s, Trust::Trusted, now, &p).score >= 50.0 || s.hostile);
+            prop_assert_eq!(standing(&s, Trust::Denied, now, &p).weight, 0.0);
+        }
+        if !any_valid {
+            prop_assert!(s.score <= 0.0);
+        }
+    }
+}
