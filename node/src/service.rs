@@ -25,10 +25,13 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::ResponseChannel;
 use libp2p::{Multiaddr, PeerId};
+use metamesh_protocol::aggregate::{
+    robust_aggregate, OriginEvidence, RobustAggregate, RobustConfig,
+};
 use metamesh_protocol::insights::{self, InsightsDocument};
 use metamesh_protocol::posterior::Prior;
 use metamesh_protocol::record::BODY_VERSION;
-use metamesh_protocol::reputation::ReputationEvent;
+use metamesh_protocol::reputation::{ReputationEvent, Trust};
 use metamesh_protocol::sync::{self, Frontier};
 use metamesh_protocol::wire::{
     FrontierEntry, GossipMessage, InsightBroadcast, PatternAnnouncement, PatternRequest,
@@ -1023,20 +1026,56 @@ impl Node {
 
     // ---- learning views ------------------------------------------------------
 
-    /// Evidence of the whole mesh: each origin's statistics, weighted by its
-    /// reputation; hostile and denied origins (weight 0) are left out.
-    pub fn collective_table(&self) -> DepthTable {
+    /// Each stored origin's statistics with its learning weight (from
+    /// reputation: 0 for hostile or denied), anchor flag (this node and
+    /// operator-trusted peers) and newcomer flag: the input of robust
+    /// aggregation.
+    pub fn origin_evidence(&self) -> Vec<OriginEvidence<PeerId>> {
         let now = now_secs();
-        let per_origin = self.inner.store.origin_stats();
+        let mut per_origin = self.inner.store.origin_stats();
+        // This node is always an anchor, even before it has data of its
+        // own: the newcomer budget is measured against established weight.
+        per_origin.entry(self.inner.peer_id).or_default();
         let st = lock(&self.inner.state);
+        per_origin
+            .into_iter()
+            .map(|(origin, table)| {
+                if origin == self.inner.peer_id {
+                    return OriginEvidence {
+                        key: origin,
+                        table,
+                        weight: 1.0,
+                        anchor: true,
+                        newcomer: false,
+                    };
+                }
+                let s = st.rep.standing(&origin, now);
+                OriginEvidence {
+                    key: origin,
+                    table,
+                    weight: s.weight,
+                    anchor: st.rep.trust(&origin) == Trust::Trusted,
+                    newcomer: s.newcomer,
+                }
+            })
+            .collect()
+    }
+
+    /// The mesh's evidence, combined robustly (`metamesh_protocol::aggregate`):
+    /// reputation-weighted, volume-capped, with origins inconsistent with
+    /// the anchors or the weighted-median consensus left out.
+    pub fn collective(&self) -> RobustAggregate<PeerId> {
+        robust_aggregate(&self.origin_evidence(), &RobustConfig::default())
+    }
+
+    /// Plain merge of the statistics of the origins robust aggregation kept
+    /// (for the insight document's per-depth figures).
+    pub fn collective_table(&self) -> DepthTable {
+        let agg = self.collective();
+        let used: HashSet<PeerId> = agg.used.iter().copied().collect();
         let mut merged = DepthTable::default();
-        for (origin, table) in per_origin {
-            let w = if origin == self.inner.peer_id {
-                1.0
-            } else {
-                st.rep.standing(&origin, now).weight
-            };
-            if w > 0.0 {
+        for (origin, table) in self.inner.store.origin_stats() {
+            if used.contains(&origin) {
                 merged.merge(&table);
             }
         }
@@ -1068,7 +1107,14 @@ impl Node {
 
     /// The collective view's best depth and its confidence (P(best)).
     pub fn collective_belief(&self) -> (Depth, f64) {
-        metamesh_protocol::posterior::best_depth(&self.collective_table(), &Prior::default())
+        let agg = self.collective();
+        if agg.pattern_count == 0 {
+            return metamesh_protocol::posterior::best_depth(
+                &DepthTable::default(),
+                &Prior::default(),
+            );
+        }
+        agg.best(&Prior::default())
     }
 
     fn check_collective_change(&self) {
@@ -1217,6 +1263,15 @@ impl Node {
                 _ = tick.tick() => {}
             }
             rounds += 1;
+            if rounds % 30 == 0 {
+                // Origins whose reports stay inconsistent with the robust
+                // consensus lose reputation (at most once a minute).
+                let agg = self.collective();
+                let bad: HashSet<PeerId> = agg.inconsistent.iter().map(|i| i.key).collect();
+                for p in bad.into_iter().filter(|p| *p != self.inner.peer_id) {
+                    self.charge(p, ReputationEvent::InconsistentWithConsensus, 1);
+                }
+            }
             self.persist_reputation();
             let now = now_secs();
             let (scores, classes) = {
@@ -1385,7 +1440,7 @@ impl NodeApi for Node {
     }
 
     async fn recommend(&self, atp: f64, strategy: String) -> Result<Recommendation, ApiError> {
-        use metamesh_protocol::strategy::{self, LearningView};
+        use metamesh_protocol::strategy;
         if !atp.is_finite() || atp < 0.0 {
             return Err(ApiError::bad_request(
                 "atp must be a finite number ≥ 0",
@@ -1401,16 +1456,17 @@ impl NodeApi for Node {
                 "strategy",
             )
         })?;
-        let table = self.collective_table();
-        let view = LearningView::from_table(&table, Prior::default());
+        let agg = self.collective();
+        let view = agg.view(Prior::default());
+        let total = agg.pattern_count;
         let mut rng = rand::thread_rng();
         let choice = s.choose(&view, atp, &mut rng);
-        let reason = if table.total() == 0 {
+        let reason = if total == 0 {
             "no evidence yet: chosen by ATP budget".to_string()
         } else if choice.followed_learning {
             format!(
                 "collective evidence from {} patterns favours this depth",
-                table.total()
+                total
             )
         } else {
             "exploring (or limited by the ATP budget)".to_string()
