@@ -58,7 +58,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
+use crate::record::RecordError;
 use crate::stats::DepthStats;
+use crate::wire::WireError;
 
 /// Score at or above which a peer is excellent.
 pub const EXCELLENT_THRESHOLD: f64 = 50.0;
@@ -150,6 +152,31 @@ impl ReputationEvent {
                 | ReputationEvent::ValidInsight
                 | ReputationEvent::UsefulSyncResponse
         )
+    }
+}
+
+impl From<&RecordError> for ReputationEvent {
+    /// The event a record rejection charges to whoever sent the record.
+    fn from(e: &RecordError) -> Self {
+        match e {
+            RecordError::TooLarge(_) | RecordError::Decode(_) => ReputationEvent::DecodeError,
+            RecordError::BadSigner | RecordError::BadSignature => ReputationEvent::BadSignature,
+            RecordError::UnsupportedVersion(_) => ReputationEvent::UnknownVersion,
+            RecordError::OriginMismatch
+            | RecordError::BadSeq
+            | RecordError::Schema(_)
+            | RecordError::WrongKind(..) => ReputationEvent::SchemaInvalid,
+        }
+    }
+}
+
+impl From<&WireError> for ReputationEvent {
+    /// The event a message rejection charges to the peer that sent it.
+    fn from(e: &WireError) -> Self {
+        match e {
+            WireError::UnknownVersion(_) => ReputationEvent::UnknownVersion,
+            WireError::Codec(_) | WireError::Bound { .. } => ReputationEvent::DecodeError,
+        }
     }
 }
 
@@ -884,6 +911,35 @@ mod tests {
         let p: ReputationPolicy = serde_json::from_str(r#"{"half_life_secs": 3600}"#).unwrap();
         assert_eq!(p.half_life_secs, 3600.0);
         assert_eq!(p.bad_signature, ReputationPolicy::default().bad_signature);
+    }
+
+    #[test]
+    fn rejections_map_to_events() {
+        use crate::schema::SchemaError;
+        let cases: [(RecordError, ReputationEvent); 5] = [
+            (RecordError::BadSignature, ReputationEvent::BadSignature),
+            (RecordError::BadSigner, ReputationEvent::BadSignature),
+            (RecordError::TooLarge(1), ReputationEvent::DecodeError),
+            (
+                RecordError::UnsupportedVersion(2),
+                ReputationEvent::UnknownVersion,
+            ),
+            (
+                RecordError::Schema(SchemaError::new("quality_achieved", "bad")),
+                ReputationEvent::SchemaInvalid,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(ReputationEvent::from(&e), want, "{e}");
+        }
+        assert_eq!(
+            ReputationEvent::from(&WireError::UnknownVersion(3)),
+            ReputationEvent::UnknownVersion
+        );
+        assert_eq!(
+            ReputationEvent::from(&WireError::Codec(CodecError::Trailing(1))),
+            ReputationEvent::DecodeError
+        );
     }
 
     #[test]
