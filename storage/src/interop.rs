@@ -59,7 +59,7 @@ pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 /// totals are always exact).
 pub const MAX_REPORTED: usize = 1000;
 /// Patterns per store transaction during import.
-const IMPORT_BATCH: usize = 1024;
+const IMPORT_BATCH: usize = 512;
 /// Lines sniffed by `auto` detection.
 const SNIFF_LINES: usize = 16;
 /// Most per-node files open at once during a per-node export.

@@ -1,0 +1,225 @@
+//! Benchmark (not a test): a million generated patterns.
+//!
+//! ```text
+//! cargo run --release -p metamesh-storage --example million -- [N]
+//! ```
+//!
+//! 1. writes N unified JSONL patterns to a temp file;
+//! 2. imports them (parse, validate, sign, store with indexes and
+//!    statistics, flush) and reports the rate;
+//! 3. reports the store's size on disk;
+//! 4. in a fresh process: opens the store cold and computes the insights
+//!    (from the merged statistics, no scan), with that process's peak RSS;
+//! 5. runs `python3 scripts/thor_baseline.py FILE` (the Thor prototype's way:
+//!    read the JSONL, keep per-depth lists, compute averages) on the same file
+//!    as the baseline, and prints the ratios.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use libp2p_identity::Keypair;
+use metamesh_protocol::schema::Depth;
+use metamesh_storage::interop::{self, Format};
+use metamesh_storage::{Store, StoreConfig};
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let m = match e.metadata() {
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            total += if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            };
+        }
+    }
+    total
+}
+
+/// splitmix64: deterministic pseudo-random numbers without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn generate(path: &Path, n: u64) {
+    let mut w = BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut rng = Rng(7);
+    let means = [0.30, 0.45, 0.58, 0.63, 0.64];
+    let modes = ["general", "verifying", "exploring", "integrating"];
+    for i in 0..n {
+        let d = (rng.next() % 5) as usize;
+        let q = (means[d] + (rng.unit() - 0.5) * 0.4).clamp(0.0, 1.0);
+        let q = (q * 1e6).round() / 1e6;
+        let before = 50.0 + (rng.unit() * 1000.0).round() / 10.0;
+        let cost = [4.0, 9.0, 20.0, 35.0, 60.0][d];
+        writeln!(
+            w,
+            r#"{{"pattern_id":"gen-{i}","node_id":"node-{}","timestamp":{},"platform":"bench","depth_used":"{}","mode":"{}","quality_achieved":{q},"success":{},"atp_before":{before},"atp_after":{}}}"#,
+            i % 16,
+            1_704_902_400.0 + i as f64 * 0.5,
+            Depth::ALL[d].as_str(),
+            modes[(i % 4) as usize],
+            q > 0.5,
+            before - cost
+        )
+        .unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// Child mode: cold open + insights.
+fn cold_open(dir: &Path) {
+    let t0 = Instant::now();
+    let store = Store::open(dir, &StoreConfig::default()).unwrap();
+    let open_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let doc = interop::insights_document(&store, "bench", 0.0);
+    let insights_s = t1.elapsed().as_secs_f64();
+    let dp: serde_json::Value = serde_json::to_value(&doc.depth_performance).unwrap();
+    println!(
+        "{}",
+        serde_json::json!({
+            "open_seconds": open_s, "insights_seconds": insights_s,
+            "pattern_count": doc.pattern_count, "peak_rss_kib": peak_rss_kib(),
+            "depth_performance": dp,
+            "optimal_quality_depth": doc.learned_preferences.optimal_quality_depth,
+        })
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--cold-open") {
+        cold_open(Path::new(&args[2]));
+        return;
+    }
+    let n: u64 = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("bench_patterns.jsonl");
+    let store_dir = tmp.path().join("store");
+
+    let t = Instant::now();
+    generate(&file, n);
+    let file_bytes = std::fs::metadata(&file).unwrap().len();
+    println!(
+        "generated {n} patterns ({:.1} MiB) in {:.1} s",
+        file_bytes as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+
+    let key = Keypair::ed25519_from_bytes([1; 32]).unwrap();
+    let store = Store::open(&store_dir, &StoreConfig::default()).unwrap();
+    let t = Instant::now();
+    let report = interop::import_file(&store, &key, &file, Format::Auto, false).unwrap();
+    let import_s = t.elapsed().as_secs_f64();
+    assert_eq!(report.accepted, n, "{report:?}");
+    let sled_size = store.size_on_disk().unwrap();
+    drop(store);
+    let disk = dir_size(&store_dir);
+    let import_rss = peak_rss_kib();
+    println!(
+        "import: {n} patterns in {import_s:.1} s = {:.0} patterns/s (parse + validate + sign + store + flush); peak RSS so far {} MiB",
+        n as f64 / import_s,
+        import_rss / 1024
+    );
+    println!(
+        "store size on disk: {:.1} MiB ({:.0} bytes/pattern; sled reports {:.1} MiB); input file {:.1} MiB",
+        disk as f64 / 1048576.0,
+        disk as f64 / n as f64,
+        sled_size as f64 / 1048576.0,
+        file_bytes as f64 / 1048576.0
+    );
+
+    let t = Instant::now();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg("--cold-open")
+        .arg(&store_dir)
+        .output()
+        .unwrap();
+    let cold_wall = t.elapsed().as_secs_f64();
+    let cold: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cold_s =
+        cold["open_seconds"].as_f64().unwrap() + cold["insights_seconds"].as_f64().unwrap();
+    println!(
+        "cold open + insights (fresh process): open {:.3} s + insights {:.6} s = {cold_s:.3} s (process wall {cold_wall:.3} s); peak RSS {} MiB; optimal quality depth {}",
+        cold["open_seconds"].as_f64().unwrap(),
+        cold["insights_seconds"].as_f64().unwrap(),
+        cold["peak_rss_kib"].as_u64().unwrap() / 1024,
+        cold["optimal_quality_depth"]
+    );
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/thor_baseline.py");
+    let t = Instant::now();
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let base_wall = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!(
+        "baseline (python3 scripts/thor_baseline.py, Thor's way): {:.2} s wall ({:.2} s inside), peak RSS {} MiB",
+        base_wall,
+        base["elapsed_seconds"].as_f64().unwrap(),
+        base["peak_rss_kib"].as_u64().unwrap() / 1024
+    );
+    // Same answers?
+    let mut max_diff = 0.0f64;
+    for d in Depth::ALL {
+        let a = cold["depth_performance"][d.as_str()]["avg_quality"]
+            .as_f64()
+            .unwrap();
+        let b = base["depth_performance"][d.as_str()]["avg_quality"]
+            .as_f64()
+            .unwrap();
+        max_diff = max_diff.max((a - b).abs());
+        assert_eq!(
+            cold["depth_performance"][d.as_str()]["sample_count"],
+            base["depth_performance"][d.as_str()]["sample_count"]
+        );
+    }
+    println!("per-depth avg_quality: max |ours - baseline| = {max_diff:.2e}");
+    println!(
+        "ratios: baseline analysis / our cold open + insights = {:.0}x; our one-time import / baseline analysis = {:.2}x; baseline RSS / our cold-open RSS = {:.1}x",
+        base_wall / cold_s,
+        import_s / base_wall,
+        base["peak_rss_kib"].as_f64().unwrap() / cold["peak_rss_kib"].as_f64().unwrap()
+    );
+}
