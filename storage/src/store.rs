@@ -9,7 +9,7 @@
 //! | `frontier` | origin bytes | highest contiguous seq held (BE u64) |
 //! | `pending` | record key | empty: seqs held (stored or declined) above the frontier |
 //! | `declined` | record key | content hash of a record local policy declined |
-//! | `equivocation` | record key ‖ content hash | the conflicting envelope (evidence) |
+//! | `equivocation` | record key | the first conflicting envelope for that slot (evidence) |
 //! | `stats` | origin bytes | `DepthTable` (CBOR) of that origin's stored patterns |
 //! | `mode_stats` | origin bytes | `BTreeMap<mode, DepthStats>` (CBOR), at most [`MAX_MODES_PER_ORIGIN`] modes |
 //! | `meta` | name | schema version, own seq, merged `DepthTable` |
@@ -371,6 +371,16 @@ fn prepare<'a>(rec: &'a SignedRecord, body: &'a PatternBody) -> Result<Prepared<
     })
 }
 
+/// Keep the first conflicting envelope for a slot as evidence. One per
+/// (origin, seq): an equivocating origin cannot grow the tree faster than it
+/// burns sequence numbers, and one proof is all the node needs.
+fn keep_evidence(t: &[TransactionalTree], p: &Prepared<'_>) -> TxResult<()> {
+    if t[EQUIVOCATION].get(&p.key)?.is_none() {
+        t[EQUIVOCATION].insert(p.key.clone(), p.bytes.clone())?;
+    }
+    Ok(())
+}
+
 /// Insert one prepared record inside a transaction.
 fn apply_one(
     t: &[TransactionalTree],
@@ -385,17 +395,13 @@ fn apply_one(
         if existing.content_hash() == p.hash {
             return Ok(InsertOutcome::Duplicate);
         }
-        let mut ek = p.key.clone();
-        ek.extend_from_slice(&p.hash.0);
-        t[EQUIVOCATION].insert(ek, p.bytes.clone())?;
+        keep_evidence(t, p)?;
         return Ok(InsertOutcome::Equivocation { existing });
     }
     if let Some(h) = t[DECLINED].get(&p.key)? {
         if h.as_ref() != p.hash.0 {
             // A different body for a declined slot: keep it as evidence.
-            let mut ek = p.key.clone();
-            ek.extend_from_slice(&p.hash.0);
-            t[EQUIVOCATION].insert(ek, p.bytes.clone())?;
+            keep_evidence(t, p)?;
         }
         return Ok(InsertOutcome::Duplicate);
     }
@@ -1017,10 +1023,7 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.tree(EQUIVOCATION).iter() {
             let (k, v) = kv?;
-            if k.len() < 32 {
-                return Err(corrupt("equivocation key"));
-            }
-            let rk = &k[..k.len() - 32];
+            let rk = &k[..];
             let (origin, seq) = parse_record_key(rk).ok_or_else(|| corrupt("equivocation key"))?;
             let held = match self.tree(RECORDS).get(rk)? {
                 Some(h) => Some(decode_record(&h)?),
