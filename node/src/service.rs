@@ -840,7 +840,7 @@ impl Node {
                 Pull::Have => PatternRequest {
                     v: WIRE_VERSION,
                     ranges: Vec::new(),
-                    have: Some(sync::frontier_entries(&frontier).0),
+                    have: Some(sync::frontier_entries(&self.frontier_to_reveal(frontier)).0),
                     filters: None,
                     cursor: None,
                     max_count: page as u32,
@@ -885,6 +885,15 @@ impl Node {
             // We now hold everything this peer holds of our own records.
             let _ = self.inner.own_seq_safe.send_replace(true);
         }
+    }
+
+    /// The frontier we put in a `have` request. With sharing off we do not
+    /// even reveal how many records of our own we hold.
+    fn frontier_to_reveal(&self, mut frontier: Frontier) -> Frontier {
+        if !self.sharing() {
+            frontier.remove(&self.inner.peer_id);
+        }
+        frontier
     }
 
     /// Run pulled records through the pipeline and store the accepted ones.
