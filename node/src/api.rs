@@ -155,6 +155,7 @@ pub struct NodeInfo {
 mod http;
 pub use http::{
     parse_pattern_body, parse_pattern_query, parse_recommendation_query, parse_scope, router,
-    serve, ApiListener, ApiServer, ServeError, DEFAULT_QUERY_COUNT, MAX_BODY_BYTES,
-    MAX_PATTERNS_PER_POST, MAX_QUERY_COUNT, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE,
+    router_with_limits, serve, ApiLimits, ApiListener, ApiServer, ServeError, DEFAULT_QUERY_COUNT,
+    MAX_BODY_BYTES, MAX_CONCURRENT_REQUESTS, MAX_EVENT_STREAMS, MAX_PATTERNS_PER_POST,
+    MAX_QUERY_COUNT, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, REQUEST_TIMEOUT,
 };

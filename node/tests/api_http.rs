@@ -31,6 +31,7 @@ struct Inner {
     events: broadcast::Sender<NodeEvent>,
     metrics: Metrics,
     fail_submit: AtomicBool,
+    slow_calls: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeNode {
@@ -42,6 +43,7 @@ impl FakeNode {
                 events: broadcast::channel(event_capacity).0,
                 metrics: Metrics::new(),
                 fail_submit: AtomicBool::new(false),
+                slow_calls: Default::default(),
             }),
         }
     }
@@ -100,6 +102,10 @@ impl NodeApi for FakeNode {
         }))
     }
     async fn recommend(&self, atp: f64, strategy: String) -> Result<Recommendation, ApiError> {
+        if strategy == "slow" {
+            self.inner.slow_calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }
         if strategy == "unknown" {
             return Err(ApiError::bad_request("unknown strategy", "strategy"));
         }
@@ -164,9 +170,13 @@ struct TestServer {
 
 impl TestServer {
     async fn start(node: FakeNode) -> TestServer {
+        Self::start_with(node, ApiLimits::default()).await
+    }
+    async fn start_with(node: FakeNode, limits: ApiLimits) -> TestServer {
         let server = ApiServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
-            .unwrap();
+            .unwrap()
+            .with_limits(limits);
         let addr = server.local_addr();
         assert_ne!(addr.port(), 0, "port 0 resolves to the bound port");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -658,4 +668,71 @@ async fn serve_with_a_prebound_listener_returns_its_address() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("binding the HTTP API"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_handlers_time_out_and_concurrency_is_bounded() {
+    let limits = ApiLimits {
+        max_concurrent_requests: 1,
+        // Long enough for the probe below to land while the slow call hangs.
+        request_timeout: Duration::from_secs(5),
+        max_event_streams: 1,
+    };
+    let s = TestServer::start_with(FakeNode::new(4), limits).await;
+
+    // A hung node call ends in 503 after the timeout, not never.
+    let slow = {
+        let c = s.client.clone();
+        let url = s.url("/v1/recommendation?atp=1&strategy=slow");
+        tokio::spawn(async move { c.get(url).send().await.unwrap() })
+    };
+    // While it is in flight, the only request slot is taken: 503.
+    let start = Instant::now();
+    while s.node.inner.slow_calls.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "slow request never reached the node"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, body) = s.get("/v1/node").await;
+    assert_eq!(status, 503, "{body}");
+    assert_error(&body, None);
+    let resp = tokio::time::timeout(DEADLINE, slow).await.unwrap().unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("did not answer"),
+        "{body}"
+    );
+    // Slot free again.
+    assert_eq!(s.get("/v1/node").await.0, 200);
+
+    // Event streams: one at a time; the permit returns when it closes.
+    let first = s.client.get(s.url("/v1/events")).send().await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    wait_for_subscriber(&s.node, 1).await;
+    let (status, body) = s.get("/v1/events").await;
+    assert_eq!(status, 503);
+    assert_error(&body, None);
+    drop(first);
+    let start = Instant::now();
+    loop {
+        let r = s.client.get(s.url("/v1/events")).send().await.unwrap();
+        if r.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "event stream permit never returned"
+        );
+        // The server notices the closed connection at its next write (keep-alive or event).
+        let _ = s
+            .node
+            .inner
+            .events
+            .send(NodeEvent::PeerJoined { peer: "x".into() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.shutdown().await;
 }

@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -19,7 +20,7 @@ use metamesh_protocol::schema::MAX_ATP;
 use metamesh_protocol::wire::RequestFilters;
 use metamesh_protocol::{Depth, Pattern};
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -39,6 +40,31 @@ const MAX_STRATEGY_LEN: usize = 32;
 /// SSE keep-alive comment interval.
 pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// Requests handled at once (event streams excluded); more get 503.
+pub const MAX_CONCURRENT_REQUESTS: usize = 64;
+/// Time a handler may take to produce its response; then 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Open `/v1/events` streams at once; more get 503.
+pub const MAX_EVENT_STREAMS: usize = 64;
+
+/// Concurrency and time bounds of the API (defaults: the constants above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    pub max_concurrent_requests: usize,
+    pub request_timeout: Duration,
+    pub max_event_streams: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_concurrent_requests: MAX_CONCURRENT_REQUESTS,
+            request_timeout: REQUEST_TIMEOUT,
+            max_event_streams: MAX_EVENT_STREAMS,
+        }
+    }
+}
+
 /// Prometheus text format 0.0.4 (what a plain scraper expects).
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// OpenMetrics, served when the scraper asks for it (the encoder's native format).
@@ -53,6 +79,8 @@ struct AppState<N> {
     /// Flips to `true` at shutdown so long-lived SSE streams end and the
     /// graceful shutdown does not wait on them forever.
     shutdown: Option<watch::Receiver<bool>>,
+    /// Permits for open event streams.
+    event_streams: Arc<Semaphore>,
 }
 
 impl<N> AppState<N> {
@@ -76,13 +104,22 @@ impl axum::response::IntoResponse for ApiError {
 
 /// The API routes over `node` (no listener; see [`serve`] / [`ApiServer`]).
 pub fn router<N: NodeApi>(node: N) -> Router {
-    build_router(AppState {
-        node,
-        shutdown: None,
-    })
+    router_with_limits(node, ApiLimits::default())
 }
 
-fn build_router<N: NodeApi>(state: AppState<N>) -> Router {
+/// [`router`] with explicit limits.
+pub fn router_with_limits<N: NodeApi>(node: N, limits: ApiLimits) -> Router {
+    build_router(
+        AppState {
+            node,
+            shutdown: None,
+            event_streams: Arc::new(Semaphore::new(limits.max_event_streams)),
+        },
+        limits,
+    )
+}
+
+fn build_router<N: NodeApi>(state: AppState<N>, limits: ApiLimits) -> Router {
     Router::new()
         .route(
             "/v1/patterns",
@@ -99,6 +136,13 @@ fn build_router<N: NodeApi>(state: AppState<N>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            RequestBounds {
+                permits: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+                limits,
+            },
+            bound_request,
+        ))
         .with_state(state)
 }
 
@@ -118,6 +162,7 @@ pub enum ServeError {
 pub struct ApiServer {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
+    limits: ApiLimits,
 }
 
 impl ApiServer {
@@ -126,7 +171,17 @@ impl ApiServer {
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
         let addr = listener.local_addr()?;
-        Ok(ApiServer { listener, addr })
+        Ok(ApiServer {
+            listener,
+            addr,
+            limits: ApiLimits::default(),
+        })
+    }
+
+    /// Use other concurrency/time bounds than the defaults.
+    pub fn with_limits(mut self, limits: ApiLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The bound address (the real port when bound to port 0).
@@ -141,10 +196,14 @@ impl ApiServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let (tx, rx) = watch::channel(false);
-        let app = build_router(AppState {
-            node,
-            shutdown: Some(rx),
-        });
+        let app = build_router(
+            AppState {
+                node,
+                shutdown: Some(rx),
+                event_streams: Arc::new(Semaphore::new(self.limits.max_event_streams)),
+            },
+            self.limits,
+        );
         axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -187,7 +246,11 @@ pub async fn serve<N: NodeApi>(
         ApiListener::Addr(a) => ApiServer::bind(a).await?,
         ApiListener::Bound(listener) => {
             let addr = listener.local_addr()?;
-            ApiServer { listener, addr }
+            ApiServer {
+                listener,
+                addr,
+                limits: ApiLimits::default(),
+            }
         }
     };
     let bound = server.local_addr();
@@ -197,6 +260,36 @@ pub async fn serve<N: NodeApi>(
 }
 
 // ---- handlers ------------------------------------------------------------
+
+/// Bound concurrency and the time to produce a response (a streaming body,
+/// such as the event stream, is not timed once its headers are out).
+#[derive(Clone)]
+struct RequestBounds {
+    permits: Arc<Semaphore>,
+    limits: ApiLimits,
+}
+
+async fn bound_request(
+    State(b): State<RequestBounds>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = b.permits.try_acquire_owned() else {
+        return ApiError::unavailable(format!(
+            "more than {} requests at once; retry shortly",
+            b.limits.max_concurrent_requests
+        ))
+        .into_response();
+    };
+    match tokio::time::timeout(b.limits.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::unavailable(format!(
+            "the node did not answer within {:.1} s",
+            b.limits.request_timeout.as_secs_f64()
+        ))
+        .into_response(),
+    }
+}
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route (see docs/api.md: /v1/patterns, /v1/insights, /v1/recommendation, /v1/peers, /v1/reputation, /v1/stats, /v1/node, /v1/events, /metrics)")
@@ -514,11 +607,20 @@ fn sse_frame(item: Result<crate::events::NodeEvent, BroadcastStreamRecvError>) -
 
 async fn get_events<N: NodeApi>(
     State(s): State<AppState<N>>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let permit = s
+        .event_streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::unavailable("too many event streams open; retry later"))?;
     let stream = BroadcastStream::new(s.node.subscribe())
-        .map(|item| Ok(sse_frame(item)))
+        .map(move |item| {
+            // The permit lives as long as the stream.
+            let _held = &permit;
+            Ok(sse_frame(item))
+        })
         .take_until(s.shutdown_signal());
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)))
 }
 
 async fn get_metrics<N: NodeApi>(State(s): State<AppState<N>>, headers: HeaderMap) -> Response {
