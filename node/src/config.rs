@@ -786,6 +786,17 @@ mod tests {
     }
 
     #[test]
+    fn docs_example_is_valid() {
+        let md = include_str!("../../docs/config.md");
+        let start = md.find("```toml\n").unwrap() + "```toml\n".len();
+        let end = start + md[start..].find("```").unwrap();
+        let c = Config::from_toml_str(&md[start..end]).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.trusted_peers().len(), 1);
+        assert_eq!(c.fixed_scores().values().copied().collect::<Vec<_>>(), vec![-50.0]);
+    }
+
+    #[test]
     fn unknown_keys_are_errors_naming_the_key() {
         let e = Config::from_toml_str("mesh = \"x\"\nbogus_key = 1\n").unwrap_err();
         assert!(e.contains("bogus_key"), "{e}");
