@@ -9,6 +9,7 @@
 
 pub mod env;
 pub mod matrix;
+pub mod plot;
 pub mod sim;
 
 pub use env::Environment;

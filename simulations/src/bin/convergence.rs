@@ -1,0 +1,218 @@
+//! `convergence`: run the standard experiment matrix of the learning
+//! simulator, write CSV and PNG plots, and optionally print a JSON summary.
+//!
+//! ```text
+//! cargo run --release -p metamesh-simulations --bin convergence -- --json
+//! ```
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use metamesh_simulations::matrix::{run_cell, standard_cells, summarize, Summary};
+use metamesh_simulations::plot;
+use metamesh_simulations::SimConfig;
+
+#[derive(Parser, Debug)]
+#[command(about = "Collective-learning convergence experiments (deterministic simulator)")]
+struct Args {
+    /// Seeds per cell (half hard environments, half easy).
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// Output directory for CSV and PNG files.
+    #[arg(long, default_value = "simulations/out")]
+    out: PathBuf,
+    /// Print one JSON object with the headline figures on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Rounds at which accuracy is measured (and over which regret is averaged).
+    #[arg(long, default_value_t = 100)]
+    budget: usize,
+    /// Rounds after which an unconfident run is censored.
+    #[arg(long, default_value_t = 600)]
+    max_rounds: usize,
+    /// Delivery delay in rounds.
+    #[arg(long, default_value_t = 1)]
+    delay: usize,
+    /// Probability that a record is lost in gossip (repaired by sync later).
+    #[arg(long, default_value_t = 0.05)]
+    loss: f64,
+    /// Extra rounds until a lost record is repaired by anti-entropy sync.
+    #[arg(long, default_value_t = 5)]
+    resync: usize,
+}
+
+fn find<'a>(
+    s: &'a [Summary],
+    honest: usize,
+    adv: &str,
+    agg: &str,
+    strat: &str,
+) -> Option<&'a Summary> {
+    s.iter().find(|x| {
+        x.honest == honest && x.adversary == adv && x.aggregation == agg && x.strategy == strat
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!((0.0..1.0).contains(&args.loss), "--loss: must be in [0, 1)");
+    anyhow::ensure!(args.seeds >= 1, "--seeds: must be at least 1");
+    anyhow::ensure!(
+        args.budget >= 1 && args.budget <= args.max_rounds,
+        "--budget: must be in 1..=--max-rounds"
+    );
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let base = SimConfig {
+        budget: args.budget,
+        max_rounds: args.max_rounds,
+        delay: args.delay,
+        loss: args.loss,
+        resync: args.resync,
+        ..SimConfig::default()
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let started = Instant::now();
+    let cells = standard_cells();
+    let mut summaries = Vec::with_capacity(cells.len());
+    let mut runs_csv = String::from(
+        "honest,adversary,aggregation,strategy,seed,hard,first_confident,first_confident_correct,rounds_to_correct,correct_at_budget,confidence_at_budget,regret,rounds,signed_checked\n",
+    );
+    for (i, cell) in cells.iter().enumerate() {
+        let results = run_cell(cell, &base, args.seeds, threads);
+        let s = summarize(cell, &base, &results);
+        eprintln!(
+            "[{:>3}/{}] N={:<2} {:<14} {:<14} {:<9} median rounds {:>6.1}  wrong {:.3}  accuracy {:.3}  regret {:.4}",
+            i + 1,
+            cells.len(),
+            s.honest,
+            s.adversary,
+            s.aggregation,
+            s.strategy,
+            s.median_rounds,
+            s.wrong_rate,
+            s.accuracy,
+            s.regret
+        );
+        for r in &results {
+            let opt = |v: Option<usize>| v.map_or(String::new(), |x| x.to_string());
+            runs_csv.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{},{},{:.6},{:.6},{},{}\n",
+                s.honest,
+                s.adversary,
+                s.aggregation,
+                s.strategy,
+                r.seed,
+                r.hard,
+                opt(r.first_confident),
+                r.first_confident_correct
+                    .map_or(String::new(), |b| b.to_string()),
+                opt(r.rounds_to_correct),
+                r.correct_at_budget,
+                r.confidence_at_budget,
+                r.regret,
+                r.rounds,
+                r.signed_checked
+            ));
+        }
+        summaries.push(s);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let mut csv = String::from(
+        "honest,adversary,aggregation,strategy,runs,median_rounds,median_rounds_hard,median_rounds_easy,reached,wrong_rate,accuracy,regret\n",
+    );
+    for s in &summaries {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{:.4},{:.4},{:.4},{:.6}\n",
+            s.honest,
+            s.adversary,
+            s.aggregation,
+            s.strategy,
+            s.runs,
+            s.median_rounds,
+            s.median_rounds_hard,
+            s.median_rounds_easy,
+            s.reached,
+            s.wrong_rate,
+            s.accuracy,
+            s.regret
+        ));
+    }
+    std::fs::write(args.out.join("summary.csv"), csv).context("writing summary.csv")?;
+    std::fs::write(args.out.join("runs.csv"), runs_csv).context("writing runs.csv")?;
+    plot::write_all(&summaries, &args.out)?;
+
+    let get = |h: usize, adv: &str, agg: &str, st: &str| find(&summaries, h, adv, agg, st);
+    let metric = |h, adv, agg, st, f: fn(&Summary) -> f64| get(h, adv, agg, st).map_or(f64::NAN, f);
+    let alone = metric(1, "none", "robust", "posterior", |s| s.median_rounds);
+    let n10 = metric(10, "none", "robust", "posterior", |s| s.median_rounds);
+    let regret = |st| metric(10, "none", "robust", st, |s| s.regret);
+    let mut speedups = serde_json::Map::new();
+    for n in [3usize, 5, 10, 20] {
+        for agg in ["naive", "seed_weighting", "robust"] {
+            let v = alone / metric(n, "none", agg, "posterior", |s| s.median_rounds);
+            speedups.insert(format!("n{n}_{agg}"), serde_json::json!(v));
+        }
+    }
+    let mut adversarial = serde_json::Map::new();
+    for adv in [
+        "liars10",
+        "liars30",
+        "camouflaged10",
+        "camouflaged30",
+        "flooders10",
+        "flooders30",
+        "sybil",
+    ] {
+        for agg in ["naive", "seed_weighting", "robust"] {
+            if let Some(s) = get(10, adv, agg, "posterior") {
+                adversarial.insert(
+                    format!("{adv}_{agg}"),
+                    serde_json::json!({"accuracy": s.accuracy, "wrong_rate": s.wrong_rate, "median_rounds": s.median_rounds}),
+                );
+            }
+        }
+    }
+    let out = serde_json::json!({
+        "seeds_per_cell": args.seeds,
+        "cells": summaries.len(),
+        "elapsed_secs": elapsed,
+        "threads": threads,
+        "budget_rounds": args.budget,
+        "median_rounds_alone": alone,
+        "median_rounds_n10": n10,
+        "speedup_n10": alone / n10,
+        "wrong_rate_n10": metric(10, "none", "robust", "posterior", |s| s.wrong_rate),
+        "wrong_rate_alone": metric(1, "none", "robust", "posterior", |s| s.wrong_rate),
+        "accuracy_liars30_robust": metric(10, "liars30", "robust", "posterior", |s| s.accuracy),
+        "accuracy_liars30_naive": metric(10, "liars30", "naive", "posterior", |s| s.accuracy),
+        "accuracy_liars30_seed_weighting": metric(10, "liars30", "seed_weighting", "posterior", |s| s.accuracy),
+        "accuracy_sybil_robust": metric(10, "sybil", "robust", "posterior", |s| s.accuracy),
+        "accuracy_sybil_naive": metric(10, "sybil", "naive", "posterior", |s| s.accuracy),
+        "accuracy_sybil_seed_weighting": metric(10, "sybil", "seed_weighting", "posterior", |s| s.accuracy),
+        "regret_posterior": regret("posterior"),
+        "regret_legion": regret("legion"),
+        "regret_thor": regret("thor"),
+        "regret_posterior_vs_legion": regret("posterior") / regret("legion"),
+        "regret_posterior_vs_thor": regret("posterior") / regret("thor"),
+        "speedups_posterior": speedups,
+        "adversarial_n10_posterior": adversarial,
+    });
+    let pretty = serde_json::to_string_pretty(&out)?;
+    std::fs::write(args.out.join("summary.json"), &pretty).context("writing summary.json")?;
+    if args.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!("{pretty}");
+    }
+    eprintln!("done in {elapsed:.1} s; wrote {}", args.out.display());
+    Ok(())
+}
