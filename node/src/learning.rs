@@ -8,7 +8,9 @@
 //!   where `weigh(peer) -> OriginWeight` gives each origin's reputation
 //!   learning weight, whether it is an anchor (this node, operator-trusted
 //!   peers) and whether it is a newcomer (from `reputation::standing`);
-//! - [`collective_view`] + [`recommend`] for `GET /v1/recommendation`.
+//! - [`collective_view`] + [`recommend`] for `GET /v1/recommendation`;
+//! - [`record_adoption`]`(&view_before, &pattern, &metrics)` when a local
+//!   pattern is recorded (adoption rate and effectiveness metrics).
 //!
 //! Collective learning uses `metamesh_protocol::aggregate::robust_aggregate`
 //! (per-origin statistics, weighted, with anchor/majority screens, volume caps
@@ -27,7 +29,7 @@ use metamesh_protocol::insights::{self, types, InsightsDocument};
 use metamesh_protocol::posterior::Prior;
 use metamesh_protocol::reputation::{self, ReputationPolicy, ReputationState, Trust};
 use metamesh_protocol::strategy::{self, LearningView};
-use metamesh_protocol::{DepthStats, DepthTable};
+use metamesh_protocol::{Depth, DepthStats, DepthTable, Pattern};
 use metamesh_storage::Store;
 use rand::RngCore;
 use serde::Serialize;
@@ -242,6 +244,43 @@ pub fn recommend(
     })
 }
 
+/// The depth the evidence says is best among those affordable with `atp`
+/// (highest posterior P(best); ties to the cheaper depth). `None` without
+/// any evidence.
+pub fn believed_best(view: &LearningView, atp: f64) -> Option<Depth> {
+    if view.pattern_count == 0 {
+        return None;
+    }
+    let p = metamesh_protocol::posterior::prob_best(&view.beliefs());
+    let mut best: Option<(Depth, f64)> = None;
+    for d in Depth::ALL {
+        if !strategy::affordable(d, atp) {
+            continue;
+        }
+        let pd = p.get(d.index()).copied().unwrap_or(0.0);
+        if best.is_none_or(|(_, b)| pd > b) {
+            best = Some((d, pd));
+        }
+    }
+    best.map(|(d, _)| d)
+}
+
+/// Adoption and effectiveness bookkeeping for one recorded outcome: did the
+/// pattern use the depth the node's evidence (`view`, taken *before* the
+/// pattern is stored) recommended for its ATP budget? Counts
+/// `recommendation_followed` and `outcome_quality` in `metrics` and returns
+/// the verdict; a pattern recorded before any evidence counts as exploring.
+pub fn record_adoption(
+    view: &LearningView,
+    pattern: &Pattern,
+    metrics: &crate::metrics::Metrics,
+) -> bool {
+    let followed = believed_best(view, pattern.atp_before) == Some(pattern.depth_used);
+    metrics.recommendation_followed(followed);
+    metrics.outcome_quality(followed, pattern.quality_achieved);
+    followed
+}
+
 /// Origin weights from the reputation states a node persisted in the store
 /// (for offline use; a running node has them in memory). Peers without a
 /// stored state are newcomers of neutral weight.
@@ -275,7 +314,7 @@ pub fn stored_weights(store: &Store, now: f64) -> impl Fn(&PeerId) -> OriginWeig
 mod tests {
     use super::*;
     use libp2p::identity::Keypair;
-    use metamesh_protocol::{Depth, Pattern, SignedRecord};
+    use metamesh_protocol::SignedRecord;
     use rand::SeedableRng;
 
     fn pattern(node: &PeerId, i: u64, depth: Depth, q: f64) -> Pattern {
@@ -374,6 +413,35 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("strategy"));
         let e = recommend(&local_view(&store, &me_id), f64::NAN, "thor", &mut rng).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("atp"));
+
+        // Adoption: the local evidence favours standard for a 200-ATP budget.
+        let metrics = crate::metrics::Metrics::new();
+        let view = local_view(&store, &me_id);
+        assert_eq!(believed_best(&view, 200.0), Some(Depth::Standard));
+        assert_eq!(
+            believed_best(&view, 10.0),
+            Some(Depth::Minimal),
+            "only minimal affordable"
+        );
+        assert!(record_adoption(
+            &view,
+            &pattern(&me_id, 99, Depth::Standard, 0.9),
+            &metrics
+        ));
+        assert!(!record_adoption(
+            &view,
+            &pattern(&me_id, 100, Depth::Light, 0.3),
+            &metrics
+        ));
+        let snap = metrics.snapshot();
+        assert_eq!(
+            (snap.recommendations_followed, snap.recommendations_explored),
+            (1, 1)
+        );
+        assert_eq!(snap.effectiveness_followed, Some(0.9));
+        assert_eq!(snap.effectiveness_explored, Some(0.3));
+        let empty = LearningView::from_table(&DepthTable::default(), Prior::default());
+        assert_eq!(believed_best(&empty, 200.0), None);
 
         // Weights from the store: no stored reputation → neutral newcomers.
         let w = stored_weights(&store, 1.8e9);

@@ -216,7 +216,7 @@ impl Metrics {
             outcome_quality_count.clone(),
         );
 
-        Metrics {
+        let m = Metrics {
             inner: Arc::new(Inner {
                 registry,
                 recorded,
@@ -235,7 +235,14 @@ impl Metrics {
                 rejected_by_reason: Mutex::new(BTreeMap::new()),
                 reputation_classes: Mutex::new(BTreeMap::new()),
             }),
-        }
+        };
+        // Every class present from the start (at 0), so dashboards see the series.
+        let classes: Vec<(&str, usize)> = metamesh_protocol::reputation::ReputationClass::ALL
+            .iter()
+            .map(|c| (c.as_str(), 0))
+            .collect();
+        m.set_reputation_classes(&classes);
+        m
     }
 
     pub fn pattern_recorded(&self) {
@@ -475,11 +482,17 @@ mod tests {
     #[test]
     fn reputation_classes_reset_when_absent() {
         let m = Metrics::new();
-        m.set_reputation_classes(&[("trusted", 4)]);
-        m.set_reputation_classes(&[("suspect", 1)]);
         let s = m.snapshot();
-        assert_eq!(s.reputation_classes["trusted"], 0);
-        assert_eq!(s.reputation_classes["suspect"], 1);
+        assert_eq!(s.reputation_classes.len(), 5, "all classes present at 0");
+        assert_eq!(s.reputation_classes["neutral"], 0);
+        assert!(m
+            .encode()
+            .contains("metamesh_reputation_peers{class=\"untrusted\"} 0"));
+        m.set_reputation_classes(&[("good", 4)]);
+        m.set_reputation_classes(&[("poor", 1)]);
+        let s = m.snapshot();
+        assert_eq!(s.reputation_classes["good"], 0);
+        assert_eq!(s.reputation_classes["poor"], 1);
     }
 
     #[test]
