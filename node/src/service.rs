@@ -369,6 +369,7 @@ impl RunningNode {
     /// Stop accepting, stop the tasks and the network, persist reputation
     /// and flush the store.
     pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.node.save_peer_addrs().await;
         let _ = self.shutdown_tx.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
@@ -1303,13 +1304,16 @@ impl Node {
             }
             let classes: Vec<(&str, usize)> = classes.into_iter().collect();
             self.inner.metrics.set_reputation_classes(&classes);
-            if rounds % 5 == 1 {
-                if let Ok(peers) = self.inner.net.peers().await {
-                    for p in peers.iter().filter(|p| p.connected && !p.addrs.is_empty()) {
-                        let addrs: Vec<String> = p.addrs.iter().map(|a| a.to_string()).collect();
-                        let _ = self.inner.store.put_peer_addrs(&p.peer, &addrs);
-                    }
-                }
+            self.save_peer_addrs().await;
+        }
+    }
+
+    /// Remember connected peers' addresses, so that a restart re-dials them.
+    async fn save_peer_addrs(&self) {
+        if let Ok(peers) = self.inner.net.peers().await {
+            for p in peers.iter().filter(|p| p.connected && !p.addrs.is_empty()) {
+                let addrs: Vec<String> = p.addrs.iter().map(|a| a.to_string()).collect();
+                let _ = self.inner.store.put_peer_addrs(&p.peer, &addrs);
             }
         }
     }
