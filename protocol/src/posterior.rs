@@ -119,14 +119,20 @@ pub fn norm_pdf(x: f64) -> f64 {
 const Z_MAX: f64 = 7.0;
 /// Most grid points per depth.
 const MAX_POINTS: usize = 2048;
+/// Integration step in z, as a fraction of the narrowest competitor's sd
+/// relative to the candidate's, and its ceiling.
+const STEP_PER_RATIO: f64 = 0.5;
+const MAX_STEP: f64 = 0.5;
 /// Competitor z below which a candidate's chance is negligible (Φ(−8.5) ≈ 1e-17).
 const CUT_Z: f64 = 8.5;
 
 /// `P(i is best)` for every belief, by deterministic numerical integration
-/// (composite Simpson on `t = mean_i + sd_i·z`, z from −7 — or from where
-/// the strongest competitor's CDF falls below Φ(−8.5) — to 7, with a step
-/// fine enough to resolve the narrowest competitor, at most 2048 intervals).
-/// Within 1e-6 of brute-force integration (tested). The result sums to 1.
+/// (trapezoid rule on `t = mean_i + sd_i·z`, z from −7 — or from where the
+/// strongest competitor's CDF falls below Φ(−8.5) — to 7, with a step of at
+/// most 0.5 that resolves the narrowest competitor, at most 2048 intervals;
+/// for this smooth, vanishing integrand the trapezoid rule converges
+/// spectrally). Within 1e-7 of brute-force integration (tested). The result
+/// sums to 1.
 pub fn prob_best(beliefs: &[Belief]) -> Vec<f64> {
     let k = beliefs.len();
     if k == 0 {
@@ -152,7 +158,7 @@ pub fn prob_best(beliefs: &[Belief]) -> Vec<f64> {
             .map(|(_, b)| b.sd / bi.sd)
             .fold(f64::INFINITY, f64::min);
         // Below the point where some competitor's CDF is under Φ(−8.5) ≈ 1e-17
-        // the integrand is negligible: start there (same step, fewer points).
+        // the integrand is negligible: start there.
         let floor = beliefs
             .iter()
             .enumerate()
@@ -164,11 +170,10 @@ pub fn prob_best(beliefs: &[Belief]) -> Vec<f64> {
             continue; // every point of i's range is beaten beyond 8.5 sd
         }
         let width = Z_MAX - z_lo;
-        let step = (min_ratio / 3.0).min(0.1).max(width / MAX_POINTS as f64);
-        let mut m = (width / step).ceil().max(2.0) as usize;
-        if m % 2 == 1 {
-            m += 1;
-        }
+        let step = (min_ratio * STEP_PER_RATIO)
+            .min(MAX_STEP)
+            .max(width / MAX_POINTS as f64);
+        let m = (width / step).ceil().max(2.0) as usize;
         let h = width / m as f64;
         let mut acc = 0.0;
         for s in 0..=m {
@@ -184,16 +189,12 @@ pub fn prob_best(beliefs: &[Belief]) -> Vec<f64> {
                     }
                 }
             }
-            let w = if s == 0 || s == m {
-                1.0
-            } else if s % 2 == 1 {
-                4.0
-            } else {
-                2.0
-            };
+            // Trapezoid rule: for a smooth integrand that vanishes at both
+            // ends it converges spectrally, faster than Simpson.
+            let w = if s == 0 || s == m { 0.5 } else { 1.0 };
             acc += w * f;
         }
-        p[i] = (acc * h / 3.0).max(0.0);
+        p[i] = (acc * h).max(0.0);
     }
     let total: f64 = p.iter().sum();
     if total > 0.0 {
