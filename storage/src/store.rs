@@ -162,7 +162,12 @@ pub struct EquivocationEvidence {
     pub conflicting: SignedRecord,
 }
 
+/// One page of [`Store::query`]: the records and where to continue (if more may match).
+pub type QueryPage = (Vec<(SignedRecord, PatternBody)>, Option<Cursor>);
+
 /// The result of a local append.
+// Outcomes are consumed right away; boxing the record would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppendOutcome {
     Appended(SignedRecord, PatternBody),
@@ -902,7 +907,7 @@ impl Store {
         filters: &RequestFilters,
         cursor: Option<Cursor>,
         limit: usize,
-    ) -> Result<(Vec<(SignedRecord, PatternBody)>, Option<Cursor>), StoreError> {
+    ) -> Result<QueryPage, StoreError> {
         let limit = limit
             .min(filters.max_count.map(|m| m as usize).unwrap_or(usize::MAX))
             .min(MAX_QUERY_LIMIT);

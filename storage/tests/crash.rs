@@ -29,7 +29,7 @@ fn pattern(i: u64) -> Pattern {
         serde_json::json!({
             "pattern_id": format!("crash-{i}"), "node_id": "crash", "timestamp": 1_700_000_000.0 + i as f64,
             "platform": "test", "depth_used": Depth::ALL[(i % 5) as usize].as_str(), "mode": format!("m{}", i % 7),
-            "quality_achieved": (i % 101) as f64 / 100.0, "success": i % 3 != 0,
+            "quality_achieved": (i % 101) as f64 / 100.0, "success": !i.is_multiple_of(3),
             "atp_before": 100.0, "atp_after": 100.0 - (i % 13) as f64
         }),
         None,
