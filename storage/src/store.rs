@@ -240,7 +240,8 @@ fn is_lock_error(e: &sled::Error) -> bool {
 /// back once at the end (a batch of N records touches each aggregate once).
 #[derive(Default)]
 struct BatchState {
-    frontier: HashMap<PeerId, u64>,
+    /// origin → (frontier as loaded, frontier now); only changed ones are written.
+    frontier: HashMap<PeerId, (u64, u64)>,
     stats: HashMap<PeerId, DepthTable>,
     modes: HashMap<PeerId, BTreeMap<String, DepthStats>>,
     merged: Option<DepthTable>,
@@ -248,7 +249,7 @@ struct BatchState {
 
 impl BatchState {
     fn frontier(&mut self, t: &[TransactionalTree], origin: &PeerId) -> TxResult<u64> {
-        if let Some(f) = self.frontier.get(origin) {
+        if let Some((_, f)) = self.frontier.get(origin) {
             return Ok(*f);
         }
         let f = match t[FRONTIER].get(origin.to_bytes())? {
@@ -258,7 +259,7 @@ impl BatchState {
             },
             None => 0,
         };
-        self.frontier.insert(*origin, f);
+        self.frontier.insert(*origin, (f, f));
         Ok(f)
     }
 
@@ -273,7 +274,9 @@ impl BatchState {
             while t[PENDING].remove(record_key(origin, f + 1))?.is_some() {
                 f += 1;
             }
-            self.frontier.insert(*origin, f);
+            if let Some(entry) = self.frontier.get_mut(origin) {
+                entry.1 = f;
+            }
         } else if seq > f + 1 {
             t[PENDING].insert(record_key(origin, seq), &[][..])?;
         }
@@ -332,7 +335,10 @@ impl BatchState {
     }
 
     fn write_back(self, t: &[TransactionalTree]) -> TxResult<()> {
-        for (origin, f) in self.frontier {
+        for (origin, (loaded, f)) in self.frontier {
+            if loaded == f {
+                continue;
+            }
             t[FRONTIER].insert(origin.to_bytes(), &f.to_be_bytes()[..])?;
         }
         for (origin, table) in self.stats {
@@ -1240,7 +1246,7 @@ mod tests {
                 InsertOutcome::Inserted
             );
         }
-        assert_eq!(s.frontier().get(&o).copied().unwrap_or(0), 0);
+        assert!(s.frontier().get(&o).is_none(), "no frontier entry until seq 1 is held");
         s.insert(&recs[0].0, &recs[0].1).unwrap();
         assert_eq!(s.frontier()[&o], 1);
         // seq 2 declined by policy: still advances past 3 to the held 4..6? no: 4 is missing
