@@ -725,6 +725,7 @@ fn parse_env_value(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -793,7 +794,10 @@ mod tests {
         let c = Config::from_toml_str(&md[start..end]).unwrap();
         c.validate().unwrap();
         assert_eq!(c.trusted_peers().len(), 1);
-        assert_eq!(c.fixed_scores().values().copied().collect::<Vec<_>>(), vec![-50.0]);
+        assert_eq!(
+            c.fixed_scores().values().copied().collect::<Vec<_>>(),
+            vec![-50.0]
+        );
     }
 
     #[test]
@@ -947,7 +951,8 @@ mod tests {
         c.limits.max_patterns_per_response = 5000;
         assert_eq!(invalid_key(&c), "limits.max_patterns_per_response");
 
-        let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|c| c.mesh = "bad mesh!".into()), "mesh"),
             (Box::new(|c| c.mesh = String::new()), "mesh"),
             (Box::new(|c| c.mesh = "a".repeat(65)), "mesh"),
@@ -1066,14 +1071,16 @@ mod tests {
 
     #[test]
     fn valid_non_default_values_pass() {
-        let mut c = Config::default();
-        c.mesh = "Lab-1.test_x".into();
-        c.listen = vec![
-            "/ip6/::1/tcp/4001".into(),
-            "/ip4/0.0.0.0/udp/0/quic-v1".into(),
-        ];
-        c.bootstrap = vec![format!("/dns4/example.org/tcp/4001/p2p/{PEER_A}")];
-        c.api = "[::1]:8080".into();
+        let mut c = Config {
+            mesh: "Lab-1.test_x".into(),
+            listen: vec![
+                "/ip6/::1/tcp/4001".into(),
+                "/ip4/0.0.0.0/udp/0/quic-v1".into(),
+            ],
+            bootstrap: vec![format!("/dns4/example.org/tcp/4001/p2p/{PEER_A}")],
+            api: "[::1]:8080".into(),
+            ..Config::default()
+        };
         c.acceptance.min_quality = 1.0;
         c.trust.trusted = vec![peer()];
         c.validate().unwrap();

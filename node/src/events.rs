@@ -61,6 +61,7 @@ pub fn channel() -> tokio::sync::broadcast::Sender<NodeEvent> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
