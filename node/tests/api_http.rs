@@ -736,3 +736,32 @@ async fn slow_handlers_time_out_and_concurrency_is_bounded() {
     }
     s.shutdown().await;
 }
+
+/// The bare router (no server wrapper) serves the same routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_router_serves() {
+    let node = FakeNode::new(4);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(node.clone());
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("http://{addr}/v1/node"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = client
+        .get(format!("http://{addr}/v1/patterns?max_count=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_error(&body, Some("max_count"));
+    task.abort();
+}

@@ -171,6 +171,9 @@ impl ApiServer {
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
         let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the HTTP API is not authenticated and listens beyond loopback");
+        }
         Ok(ApiServer {
             listener,
             addr,
