@@ -67,6 +67,9 @@ const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(2);
 /// Announcer tick (insight checks run at this pace; announcements at the
 /// configured interval or when triggered).
 const ANNOUNCER_TICK: Duration = Duration::from_millis(500);
+/// An unchanged announcement is re-sent after this long (just past
+/// gossipsub's duplicate-cache window).
+const REANNOUNCE_UNCHANGED: Duration = Duration::from_secs(65);
 /// Most stored peer addresses re-dialled on start.
 const MAX_REDIAL: usize = 16;
 /// Slack kept under the wire response bound for the envelope's own fields.
@@ -146,6 +149,8 @@ struct State {
     last_insight_at: f64,
     last_insight_own_count: u64,
     last_announce: Option<Instant>,
+    /// Digest and time of the last published announcement.
+    last_announced: Option<([u8; 32], Instant)>,
     last_collective: Option<(Depth, f64)>,
 }
 
@@ -279,6 +284,7 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         last_insight_at: 0.0,
         last_insight_own_count: 0,
         last_announce: None,
+        last_announced: None,
         last_collective: None,
     };
     // A node that has signed before knows its own seq; one that has not
@@ -1204,7 +1210,22 @@ impl Node {
             return;
         }
         let len = data.len() as u64;
-        lock(&self.inner.state).last_announce = Some(Instant::now());
+        {
+            // Gossipsub drops a byte-identical message inside its duplicate
+            // window (content-hash ids): do not re-send an unchanged frontier
+            // until that window has passed.
+            let digest = *blake3::hash(&data).as_bytes();
+            let mut st = lock(&self.inner.state);
+            let unchanged = st
+                .last_announced
+                .as_ref()
+                .is_some_and(|(d, at)| *d == digest && at.elapsed() < REANNOUNCE_UNCHANGED);
+            st.last_announce = Some(Instant::now());
+            if unchanged {
+                return;
+            }
+            st.last_announced = Some((digest, Instant::now()));
+        }
         match self.inner.net.publish(TopicKind::Announce, data).await {
             Ok(()) => self.inner.metrics.bytes_sent(len),
             // Duplicate (unchanged frontier) or nobody subscribed yet: fine.

@@ -1,6 +1,445 @@
-//! `metamesh swarm`: a local mesh of real nodes on loopback.
+//! `metamesh swarm`: N real nodes on loopback in one process, each with its
+//! own data directory, store and libp2p stack, learning a synthetic
+//! environment together.
+//!
+//! Environment: each depth has a true mean quality (0.30, 0.45, 0.58, 0.66,
+//! 0.62 for minimal … thorough) and Gaussian noise (sd 0.1, clamped to
+//! [0, 1]); ATP costs are Thor's 4/9/20/35/60. Each round every honest node
+//! asks its strategy for a depth using its *collective* view (robust,
+//! reputation-weighted aggregation of everything it holds), draws an outcome
+//! and records it through its own node; the mesh shares it. Byzantine nodes
+//! record lies: the worst depth with high quality and the best depth with low
+//! quality. After each round the command waits (bounded) until every node
+//! holds every pattern, then reports what the honest nodes believe.
+//!
+//! Choices are deterministic given `--seed` (per-node ChaCha streams); only
+//! network timing varies, and the per-round barrier removes its effect on
+//! the views whenever propagation completes within the deadline.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use metamesh_protocol::posterior::Prior;
+use metamesh_protocol::strategy::{self, DepthStrategy};
+use metamesh_protocol::{Depth, Pattern};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
 
 use super::*;
-use anyhow::{bail, Result};
+use crate::api::NodeApi;
+use crate::config::Config;
+use crate::service::{now_secs, start_node, NodeOptions, RunningNode};
 
-pub fn swarm(_g: &GlobalArgs, _a: SwarmArgs) -> Result<()> { bail!("swarm: not built yet") }
+/// True mean quality per depth (minimal … thorough).
+pub const TRUE_MEANS: [f64; Depth::COUNT] = [0.30, 0.45, 0.58, 0.66, 0.62];
+/// Outcome noise (standard deviation).
+pub const NOISE_SD: f64 = 0.1;
+/// ATP every node starts a decision with (affords every depth).
+const ATP_BUDGET: f64 = 200.0;
+/// Most time one round waits for propagation.
+const ROUND_DEADLINE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundReport {
+    pub round: usize,
+    /// Depth most honest nodes name as best.
+    pub majority_depth: Depth,
+    /// Fraction of honest nodes naming the true best depth.
+    pub fraction_correct: f64,
+    /// Median over honest nodes of P(true best depth is best).
+    pub median_confidence_true_best: f64,
+    /// Median over honest nodes of their confidence in their own answer.
+    pub median_confidence: f64,
+    /// Every node held every pattern when the round ended.
+    pub propagated: bool,
+    pub round_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SwarmSummary {
+    pub nodes: usize,
+    pub byzantine: usize,
+    pub rounds: usize,
+    pub seed: u64,
+    pub strategy: String,
+    pub trust: String,
+    pub true_best_depth: Depth,
+    pub final_majority_depth: Depth,
+    pub final_fraction_correct: f64,
+    pub final_median_confidence: f64,
+    /// First round after which the median honest node gives the true best
+    /// depth P(best) ≥ 0.9 (null if never).
+    pub rounds_to_90: Option<usize>,
+    pub patterns_total: u64,
+    /// Patterns received from peers and accepted, summed over nodes.
+    pub patterns_exchanged: u64,
+    pub bytes_sent: u64,
+    pub rounds_fully_propagated: usize,
+    pub wall_secs: f64,
+    pub per_round: Vec<RoundReport>,
+}
+
+fn gaussian(rng: &mut impl Rng) -> f64 {
+    // Box–Muller.
+    let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.gen::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+fn outcome(depth: Depth, rng: &mut impl Rng) -> f64 {
+    (TRUE_MEANS[depth.index()] + NOISE_SD * gaussian(rng)).clamp(0.0, 1.0)
+}
+
+fn make_pattern(
+    id: String,
+    node_id: &str,
+    depth: Depth,
+    quality: f64,
+    mode: &str,
+) -> Result<Pattern> {
+    let cost = strategy::ATP_COST[depth.index()];
+    Pattern::from_json_value(
+        serde_json::json!({
+            "pattern_id": id,
+            "node_id": node_id,
+            "timestamp": now_secs() - 1.0,
+            "platform": "swarm",
+            "depth_used": depth.as_str(),
+            "mode": mode,
+            "quality_achieved": quality,
+            "success": quality >= 0.5,
+            "atp_before": ATP_BUDGET,
+            "atp_after": ATP_BUDGET - cost,
+        }),
+        None,
+    )
+    .map_err(|e| anyhow::anyhow!("building a pattern: {e}"))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn true_best() -> Depth {
+    let mut best = 0;
+    for i in 1..Depth::COUNT {
+        if TRUE_MEANS[i] > TRUE_MEANS[best] {
+            best = i;
+        }
+    }
+    Depth::ALL[best]
+}
+
+fn true_worst() -> Depth {
+    let mut worst = 0;
+    for i in 1..Depth::COUNT {
+        if TRUE_MEANS[i] < TRUE_MEANS[worst] {
+            worst = i;
+        }
+    }
+    Depth::ALL[worst]
+}
+
+fn node_config(bootstrap: Option<&RunningNode>) -> Config {
+    let mut cfg = Config::default();
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+    cfg.bootstrap = bootstrap
+        .and_then(|n| n.tcp_addr())
+        .map(|a| vec![a.to_string()])
+        .unwrap_or_default();
+    cfg.sharing.announce_interval_secs = 1;
+    cfg.sharing.announce_debounce_ms = 30;
+    cfg.sharing.insight_min_interval_secs = 1;
+    cfg
+}
+
+pub fn swarm(_g: &GlobalArgs, a: SwarmArgs) -> Result<()> {
+    if a.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if a.byzantine >= a.nodes {
+        bail!("--byzantine must be less than --nodes (at least one honest node)");
+    }
+    if a.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    if a.nodes > 64 {
+        bail!("--nodes is limited to 64 in one process");
+    }
+    let strat = strategy::strategy_by_name(&a.strategy).with_context(|| {
+        format!(
+            "--strategy {:?}: use one of {:?}",
+            a.strategy,
+            strategy::STRATEGY_NAMES
+        )
+    })?;
+    if !["fleet", "anchor", "none"].contains(&a.trust.as_str()) {
+        bail!("--trust {:?}: use fleet, anchor or none", a.trust);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let summary = rt.block_on(run_swarm(&a, strat))?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string(&summary)?)?;
+    } else {
+        writeln!(
+            out,
+            "summary: true best depth {}; {:.0}% of honest nodes name it (majority: {}), median confidence {:.3}",
+            summary.true_best_depth,
+            summary.final_fraction_correct * 100.0,
+            summary.final_majority_depth,
+            summary.final_median_confidence
+        )?;
+        match summary.rounds_to_90 {
+            Some(r) => writeln!(out, "rounds to 90% confidence on the true best depth: {r}")?,
+            None => writeln!(
+                out,
+                "rounds to 90% confidence on the true best depth: not reached in {} rounds",
+                summary.rounds
+            )?,
+        }
+        writeln!(
+            out,
+            "patterns: {} recorded, {} exchanged between nodes, {} bytes sent; {} of {} rounds fully propagated; wall time {:.1} s",
+            summary.patterns_total,
+            summary.patterns_exchanged,
+            summary.bytes_sent,
+            summary.rounds_fully_propagated,
+            summary.rounds,
+            summary.wall_secs
+        )?;
+    }
+    Ok(())
+}
+
+async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<SwarmSummary> {
+    let started = Instant::now();
+    let base = tempfile::Builder::new()
+        .prefix("metamesh-swarm-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let honest_n = a.nodes - a.byzantine;
+    // Keys first, so trust can name peers before the nodes start.
+    let mut keys = Vec::with_capacity(a.nodes);
+    for i in 0..a.nodes {
+        let dd = crate::datadir::DataDir {
+            root: base.path().join(format!("node{i}")),
+        };
+        keys.push(
+            dd.init()
+                .with_context(|| format!("creating node {i}'s identity"))?,
+        );
+    }
+    let ids: Vec<libp2p::PeerId> = keys.iter().map(|k| k.public().to_peer_id()).collect();
+    // Node 0 … honest_n-1 are honest; the rest lie.
+    let mut nodes: Vec<RunningNode> = Vec::with_capacity(a.nodes);
+    for i in 0..a.nodes {
+        let mut cfg = node_config(nodes.first());
+        let honest = i < honest_n;
+        match a.trust.as_str() {
+            "fleet" if honest => {
+                cfg.trust.trusted = (0..honest_n)
+                    .filter(|j| *j != i)
+                    .map(|j| ids[j].to_string())
+                    .collect();
+            }
+            "anchor" if i != 0 => cfg.trust.trusted = vec![ids[0].to_string()],
+            _ => {}
+        }
+        let n = start_node(NodeOptions {
+            data_dir: base.path().join(format!("node{i}")),
+            config: cfg,
+            auto_init: true,
+            serve_api: false,
+        })
+        .await
+        .with_context(|| format!("starting node {i}"))?;
+        nodes.push(n);
+    }
+    // Wait until everyone is connected to someone (and node 0 to everyone).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut ok = true;
+        for (i, n) in nodes.iter().enumerate() {
+            let c = n.node.stats().await.map(|s| s.connected_peers).unwrap_or(0);
+            if (i == 0 && c + 1 < a.nodes as u64) || (i > 0 && c == 0) {
+                ok = false;
+            }
+        }
+        if ok || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let best = true_best();
+    let worst = true_worst();
+    let mut rngs: Vec<ChaCha8Rng> = (0..a.nodes)
+        .map(|i| ChaCha8Rng::seed_from_u64(a.seed.wrapping_mul(1_000_003).wrapping_add(i as u64)))
+        .collect();
+    let mut total: u64 = 0;
+    let mut per_round = Vec::with_capacity(a.rounds);
+    let mut rounds_to_90 = None;
+    if !a.json {
+        println!(
+            "swarm: {} nodes ({} byzantine), strategy {}, trust {}, seed {}; true best depth {best}",
+            a.nodes, a.byzantine, strat.name(), a.trust, a.seed
+        );
+        println!("round  majority    correct  P(true best)  confidence  propagated");
+    }
+    for round in 1..=a.rounds {
+        let round_start = Instant::now();
+        // Decide (from each node's collective view), then record.
+        let mut submissions = Vec::with_capacity(a.nodes);
+        for (i, n) in nodes.iter().enumerate() {
+            let node_id = n.peer_id().to_string();
+            let mut ps = Vec::new();
+            if i < honest_n {
+                let view = n.node.collective().view(Prior::default());
+                let choice = strat.choose(&view, ATP_BUDGET, &mut rngs[i]);
+                let q = outcome(choice.depth, &mut rngs[i]);
+                let mode = if choice.followed_learning {
+                    "followed"
+                } else {
+                    "explored"
+                };
+                n.node
+                    .metrics()
+                    .recommendation_followed(choice.followed_learning);
+                n.node
+                    .metrics()
+                    .outcome_quality(choice.followed_learning, q);
+                ps.push(make_pattern(
+                    format!("r{round}-n{i}"),
+                    &node_id,
+                    choice.depth,
+                    q,
+                    mode,
+                )?);
+            } else {
+                // The lie: the worst depth looks excellent, the best looks bad.
+                let jitter = 0.02 * gaussian(&mut rngs[i]);
+                ps.push(make_pattern(
+                    format!("r{round}-n{i}-a"),
+                    &node_id,
+                    worst,
+                    (0.95 + jitter).clamp(0.0, 1.0),
+                    "general",
+                )?);
+                ps.push(make_pattern(
+                    format!("r{round}-n{i}-b"),
+                    &node_id,
+                    best,
+                    (0.05 + jitter).clamp(0.0, 1.0),
+                    "general",
+                )?);
+            }
+            total += ps.len() as u64;
+            let node = n.node.clone();
+            submissions.push(tokio::spawn(async move { node.submit_patterns(ps).await }));
+        }
+        for s in submissions {
+            s.await
+                .context("a node's recording task failed")?
+                .map_err(|e| anyhow::anyhow!("recording: {e}"))?;
+        }
+        // Barrier: wait until every node holds every pattern (bounded).
+        let deadline = Instant::now() + ROUND_DEADLINE;
+        let propagated = loop {
+            if nodes
+                .iter()
+                .all(|n| n.node.store().pattern_count() >= total)
+            {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // What do the honest nodes believe?
+        let mut votes = [0usize; Depth::COUNT];
+        let mut conf_true = Vec::with_capacity(honest_n);
+        let mut conf_own = Vec::with_capacity(honest_n);
+        for n in nodes.iter().take(honest_n) {
+            let agg = n.node.collective();
+            let p = agg.prob_best(&Prior::default());
+            let (d, c) = agg.best(&Prior::default());
+            votes[d.index()] += 1;
+            conf_own.push(c);
+            conf_true.push(p.get(best.index()).copied().unwrap_or(0.0));
+        }
+        let majority = (0..Depth::COUNT)
+            .max_by_key(|i| (votes[*i], std::cmp::Reverse(*i)))
+            .unwrap_or(0);
+        let report = RoundReport {
+            round,
+            majority_depth: Depth::ALL[majority],
+            fraction_correct: votes[best.index()] as f64 / honest_n as f64,
+            median_confidence_true_best: median(&mut conf_true),
+            median_confidence: median(&mut conf_own),
+            propagated,
+            round_ms: round_start.elapsed().as_millis() as u64,
+        };
+        if rounds_to_90.is_none() && report.median_confidence_true_best >= 0.9 {
+            rounds_to_90 = Some(round);
+        }
+        if !a.json {
+            println!(
+                "{:>5}  {:<10}  {:>6.0}%  {:>12.3}  {:>10.3}  {}",
+                round,
+                report.majority_depth.as_str(),
+                report.fraction_correct * 100.0,
+                report.median_confidence_true_best,
+                report.median_confidence,
+                if propagated { "yes" } else { "partial" }
+            );
+        }
+        per_round.push(report);
+    }
+    let mut exchanged = 0;
+    let mut bytes_sent = 0;
+    for n in &nodes {
+        let m = n.node.metrics().snapshot();
+        exchanged += m.patterns_accepted;
+        bytes_sent += m.bytes_sent;
+    }
+    let last = per_round.last().cloned();
+    for n in nodes {
+        let _ = n.shutdown().await;
+    }
+    let last = last.context("no rounds ran")?;
+    Ok(SwarmSummary {
+        nodes: a.nodes,
+        byzantine: a.byzantine,
+        rounds: a.rounds,
+        seed: a.seed,
+        strategy: strat.name().to_string(),
+        trust: a.trust.clone(),
+        true_best_depth: best,
+        final_majority_depth: last.majority_depth,
+        final_fraction_correct: last.fraction_correct,
+        final_median_confidence: last.median_confidence,
+        rounds_to_90,
+        patterns_total: total,
+        patterns_exchanged: exchanged,
+        bytes_sent,
+        rounds_fully_propagated: per_round.iter().filter(|r| r.propagated).count(),
+        wall_secs: started.elapsed().as_secs_f64(),
+        per_round,
+    })
+}
