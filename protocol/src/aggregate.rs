@@ -579,14 +579,24 @@ pub fn robust_aggregate<K: Clone + Ord>(
             continue;
         }
         let mean = swm / sw;
+        // Sampling noise of the survivors: their pooled within-origin
+        // variance once there is enough of it (the median-of-sds scale used
+        // for screening is biased low for small samples, which would make
+        // honest origins look heterogeneous).
+        let noise2 = if within_df >= 5.0 {
+            (within_ss / within_df).max(cfg.min_sd * cfg.min_sd)
+        } else {
+            s2
+        };
+        let rescale = s2 / noise2;
         let tau2 = if cfg.random_effects && items.len() >= 2 {
             let fe_mean = fe_wm / fe_w;
             let q: f64 = items
                 .iter()
-                .map(|(_, n, mu)| n / s2 * (mu - fe_mean).powi(2))
+                .map(|(_, n, mu)| n / noise2 * (mu - fe_mean).powi(2))
                 .sum();
             let k = items.len() as f64;
-            let denom = fe_w - fe_w2 / fe_w;
+            let denom = (fe_w - fe_w2 / fe_w) * rescale;
             // Only heterogeneity that is significant (Q above its 95% point,
             // Wilson–Hilferty) widens the posterior: honest noise alone must
             // not cost the collective its pooled evidence.
@@ -604,12 +614,12 @@ pub fn robust_aggregate<K: Clone + Ord>(
         // Variance of the weighted mean: Σ ω²(σ²/n + τ²) / (Σ ω)².
         let var: f64 = items
             .iter()
-            .map(|(omega, n, _)| omega * omega * (s2 / n + tau2))
+            .map(|(omega, n, _)| omega * omega * (noise2 / n + tau2))
             .sum::<f64>()
             / (sw * sw);
         // Calibration guard: the efficient pooled mean and the robust centre
-        // differ by noise alone by more than 3·√(π/2−1)·sd only ~0.3% of the time; a larger gap means
-        // undetected contamination may be pulling the mean, so the gap is
+        // differ by noise alone by more than 3·√(π/2−1)·sd only ~0.3% of
+        // the time; a larger gap means undetected contamination may be pulling the mean, so the gap is
         // added to the uncertainty instead of being believed.
         let gap = mean - centre_of[d];
         let var = if cfg.guard && gap.is_finite() && gap.abs() > 3.0 * (0.5708 * var).sqrt() {
@@ -617,7 +627,7 @@ pub fn robust_aggregate<K: Clone + Ord>(
         } else {
             var
         };
-        let n_eff = if var > 0.0 { s2 / var } else { 0.0 };
+        let n_eff = if var > 0.0 { noise2 / var } else { 0.0 };
         let within = if within_df > 0.0 {
             within_ss / within_df
         } else {

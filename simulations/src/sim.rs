@@ -163,6 +163,8 @@ pub struct SimConfig {
     pub resync: usize,
     /// Sign (and verify) the first record of every origin with its real key.
     pub sign_sample: bool,
+    /// Parameters of the robust mode.
+    pub robust: RobustConfig,
 }
 
 impl Default for SimConfig {
@@ -180,6 +182,7 @@ impl Default for SimConfig {
             loss: 0.05,
             resync: 5,
             sign_sample: true,
+            robust: RobustConfig::default(),
         }
     }
 }
@@ -369,7 +372,7 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunResult {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d65_7461_6d65_7368);
     let env = Environment::sample(cfg.hard, &mut rng);
     let prior = Prior::default();
-    let rcfg = RobustConfig::default();
+    let rcfg = cfg.robust;
     let honest = cfg.honest.max(1);
     let n_adv = cfg.adversary.count(honest);
     let origins = honest + n_adv;
