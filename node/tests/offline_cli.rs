@@ -144,6 +144,29 @@ fn fixtures_reproduce_expected_json() {
         expected["optimal_quality_depth"]
     );
 
+    // `metamesh insights --json` (no node running: it reads the store) gives
+    // the same per-depth figures, for both scopes (one origin here).
+    for scope in ["local", "collective"] {
+        let ins: Value = serde_json::from_str(&ok(metamesh(
+            &data,
+            &["insights", "--json", "--scope", scope],
+        )))
+        .unwrap();
+        assert_eq!(ins["pattern_count"], expected["pattern_count"], "{scope}");
+        for (depth, e) in expected["depth_performance"].as_object().unwrap() {
+            let got = &ins["depth_performance"][depth];
+            assert_eq!(got["sample_count"], e["sample_count"], "{scope} {depth}");
+            for k in ["avg_quality", "success_rate"] {
+                let (g, x) = (got[k].as_f64().unwrap(), e[k].as_f64().unwrap());
+                assert!((g - x).abs() < 1e-9, "{scope} {depth}.{k}: {g} vs {x}");
+            }
+        }
+        assert_eq!(
+            ins["learned_preferences"]["optimal_quality_depth"], expected["optimal_quality_depth"],
+            "{scope}"
+        );
+    }
+
     // The export re-imports as the same pattern set: nothing new.
     let again: Value = serde_json::from_str(&ok(metamesh(
         &data,
