@@ -215,6 +215,23 @@ fn commands_without_identity_or_with_a_locked_store_fail_clearly() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("locked") && err.contains("running"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // With the API address a running node writes, the message names it.
+    std::fs::write(dd.api_addr_path(), "127.0.0.1:9\n").unwrap();
+    let o = metamesh(
+        &data,
+        &[
+            "export",
+            "--patterns",
+            tmp.path().join("x.jsonl").to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("127.0.0.1:9") && err.contains("locked"),
+        "{err}"
+    );
+    std::fs::remove_file(dd.api_addr_path()).unwrap();
     // init still succeeds (the store exists) and prints the same id.
     ok(metamesh(&data, &["init"]));
     drop(store);

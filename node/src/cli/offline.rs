@@ -24,7 +24,15 @@ fn format_of(f: ImportFormat) -> Format {
 pub fn open_store(dd: &DataDir) -> Result<Store> {
     let path = dd.store_path();
     Store::open(&path, &StoreConfig::default()).map_err(|e| match e {
-        e @ StoreError::Locked { .. } => anyhow::Error::new(e),
+        e @ StoreError::Locked { .. } => match dd.read_api_addr() {
+            // Name the node we found, and what to do.
+            Some(api) => anyhow::Error::new(e).context(format!(
+                "a node is running on this data directory (API at http://{api}); stop it \
+                 (Ctrl-C or SIGTERM) to import or export offline, or send patterns to its \
+                 API (POST /v1/patterns)"
+            )),
+            None => anyhow::Error::new(e),
+        },
         e => anyhow::Error::new(e).context(format!("opening the store {}", path.display())),
     })
 }
