@@ -165,6 +165,12 @@ fn fixtures_reproduce_expected_json() {
             ins["learned_preferences"]["optimal_quality_depth"], expected["optimal_quality_depth"],
             "{scope}"
         );
+        if scope == "collective" {
+            // `export --insights` writes the same document.
+            assert_eq!(ins["depth_performance"], doc["depth_performance"]);
+            assert_eq!(ins["learned_preferences"], doc["learned_preferences"]);
+            assert_eq!(ins["node_id"], doc["node_id"]);
+        }
     }
 
     // The export re-imports as the same pattern set: nothing new.
@@ -235,5 +241,20 @@ fn commands_without_identity_or_with_a_locked_store_fail_clearly() {
     // init still succeeds (the store exists) and prints the same id.
     ok(metamesh(&data, &["init"]));
     drop(store);
-    ok(metamesh(&data, &["import", f.to_str().unwrap()]));
+    // sled releases its file lock when its background threads let go of the
+    // database, shortly after the drop: wait for that, with a generous deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = metamesh(&data, &["import", f.to_str().unwrap()]);
+        if o.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("locked"), "{err}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store still locked after the holder closed it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

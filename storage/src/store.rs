@@ -1150,7 +1150,21 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Store {
-        Store::open(&dir.join("store"), &StoreConfig::default()).unwrap()
+        open_at(&dir.join("store")).unwrap()
+    }
+
+    /// Open, waiting while a just-dropped instance's background threads
+    /// still hold sled's file lock (they release it shortly after the drop).
+    fn open_at(path: &Path) -> Result<Store, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match Store::open(path, &StoreConfig::default()) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                r => return r,
+            }
+        }
     }
 
     fn signed(k: &Keypair, seq: u64, p: Pattern) -> (SignedRecord, PatternBody) {
@@ -1246,7 +1260,10 @@ mod tests {
                 InsertOutcome::Inserted
             );
         }
-        assert!(s.frontier().get(&o).is_none(), "no frontier entry until seq 1 is held");
+        assert!(
+            s.frontier().get(&o).is_none(),
+            "no frontier entry until seq 1 is held"
+        );
         s.insert(&recs[0].0, &recs[0].1).unwrap();
         assert_eq!(s.frontier()[&o], 1);
         // seq 2 declined by policy: still advances past 3 to the held 4..6? no: 4 is missing
@@ -1313,7 +1330,7 @@ mod tests {
         // here: a newer schema.
         s.set_schema_version_for_tests(SCHEMA_VERSION + 1).unwrap();
         drop(s);
-        match Store::open(&dir.path().join("store"), &StoreConfig::default()) {
+        match open_at(&dir.path().join("store")) {
             Err(e @ StoreError::NewerSchema { .. }) => assert!(e.to_string().contains("upgrade")),
             other => panic!("{other:?}"),
         }

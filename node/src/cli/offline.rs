@@ -206,8 +206,23 @@ pub fn export(g: &GlobalArgs, a: ExportArgs) -> Result<()> {
         }
     }
     if let Some(p) = &a.insights {
-        let f = create_file(p)?;
-        let doc = interop::export_insights_json(&store, f, &key.public().to_peer_id().to_string())?;
+        // The node's collective insights — the same document as
+        // `metamesh insights --json` (robust, reputation-weighted over every
+        // stored origin; with only this node's patterns it is the plain one).
+        let me = key.public().to_peer_id();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let weigh = crate::learning::stored_weights(&store, now);
+        let collective = crate::learning::collective(&store, &me, &weigh);
+        let doc = crate::learning::collective_document(&collective, &me, now);
+        let mut w = std::io::BufWriter::new(create_file(p)?);
+        serde_json::to_writer_pretty(&mut w, &doc)
+            .with_context(|| format!("writing {}", p.display()))?;
+        writeln!(w)
+            .and_then(|()| w.flush())
+            .with_context(|| format!("writing {}", p.display()))?;
         eprintln!(
             "{}: insights over {} patterns",
             p.display(),
