@@ -214,3 +214,32 @@ fn bad_lines_are_reported_with_numbers_and_fields() {
         vec![(4, "quality_achieved"), (5, "pattern"), (6, "depth_used")]
     );
 }
+
+#[test]
+fn legion_invalid_records_name_the_line_where_they_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("lx_patterns.json");
+    let rec = |id: &str, q: &str| {
+        format!(
+            "  {{\n    \"pattern_id\": \"{id}\",\n    \"cogitation_mode\": \"verifying\",\n    \"depth_used\": \"light\",\n    \"outcome_quality\": {q},\n    \"atp_before\": 4.0,\n    \"atp_after\": 3.0,\n    \"success\": true,\n    \"timestamp\": 1767225600.0\n  }}"
+        )
+    };
+    // Each record spans 10 lines; the array opens on line 1.
+    let text = format!(
+        "[\n{},\n{},\n{}\n]\n",
+        rec("a", "0.5"),
+        rec("b", "1.7"),
+        rec("c", "0.25")
+    );
+    std::fs::write(&p, text).unwrap();
+    let s = store(dir.path(), "s");
+    let r = interop::import_file(&s, &key(), &p, Format::Auto, false).unwrap();
+    assert_eq!(r.accepted, 2);
+    assert_eq!(r.invalid_records.len(), 1);
+    let (line, field, _) = &r.invalid_records[0];
+    assert_eq!(field, "quality_achieved");
+    assert_eq!(*line, 21, "record b spans lines 12..=21");
+    assert!(s
+        .iter_records()
+        .all(|x| x.unwrap().1.pattern.node_id == "lx"));
+}
