@@ -491,8 +491,8 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunResult {
             }
         }
         // Send: every origin's records of this round to every honest node.
-        for o in 0..origins {
-            if produced[slot][o].total() == 0 {
+        for (o, delta) in produced[slot].iter().enumerate() {
+            if delta.total() == 0 {
                 continue;
             }
             for r in 0..honest {
@@ -509,13 +509,12 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunResult {
             }
         }
         // Deliver what arrives now (sent in earlier rounds).
-        let due = std::mem::take(&mut arrivals[(round + 1) % ring]);
-        for (r, o, p) in &due {
+        let due_slot = (round + 1) % ring;
+        for (r, o, p) in &arrivals[due_slot] {
             let t = produced[*p as usize % ring][*o as usize];
             nodes[*r as usize].tables[*o as usize].merge(&t);
         }
-        arrivals[(round + 1) % ring] = due;
-        arrivals[(round + 1) % ring].clear();
+        arrivals[due_slot].clear();
 
         // Views for the next round.
         for (me, node) in nodes.iter_mut().enumerate() {
