@@ -39,6 +39,19 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
     fn stats(&self) -> impl Future<Output = Result<StatsView, ApiError>> + Send;
     fn node_info(&self) -> impl Future<Output = Result<NodeInfo, ApiError>> + Send;
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<NodeEvent>;
+    /// Whose evidence shapes the collective insights (`GET /v1/knowledge`).
+    /// Optional: the default answers 501.
+    fn knowledge_transfer(
+        &self,
+    ) -> impl Future<Output = Result<KnowledgeTransfer, ApiError>> + Send {
+        async {
+            Err(ApiError::new(
+                501,
+                "this node does not report knowledge transfer",
+                None,
+            ))
+        }
+    }
     fn metrics(&self) -> &Metrics;
 }
 
@@ -141,6 +154,42 @@ pub struct StatsView {
     pub known_peers: u64,
     pub uptime_secs: f64,
     pub metrics: MetricsSnapshot,
+}
+
+/// One origin whose evidence the collective answer uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contributor {
+    pub peer_id: String,
+    /// Reputation learning weight used.
+    pub weight: f64,
+    pub patterns: u64,
+    /// This node or an operator-trusted peer.
+    pub anchor: bool,
+    /// weight × patterns as a fraction of all contributors'.
+    pub share: f64,
+}
+
+/// An origin excluded from the collective answer as inconsistent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExcludedOrigin {
+    pub peer_id: String,
+    /// A depth where its reports disagreed with the consensus.
+    pub depth: Depth,
+    /// Distance from the reference in standard errors (for `volume`: its
+    /// count ÷ the median count).
+    pub z: f64,
+    /// What it disagreed with: `anchor` (this node's and trusted peers'
+    /// evidence), `majority` (the weighted median) or `volume` (flooding).
+    pub reason: String,
+}
+
+/// The knowledge-transfer report (DESIGN §7).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KnowledgeTransfer {
+    /// Patterns behind the collective answer (kept origins).
+    pub pattern_count: u64,
+    pub contributors: Vec<Contributor>,
+    pub excluded: Vec<ExcludedOrigin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

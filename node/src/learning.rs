@@ -32,9 +32,9 @@ use metamesh_protocol::strategy::{self, LearningView};
 use metamesh_protocol::{Depth, DepthStats, DepthTable, Pattern};
 use metamesh_storage::Store;
 use rand::RngCore;
-use serde::Serialize;
 
 use crate::api::{ApiError, Recommendation};
+pub use crate::api::{Contributor, ExcludedOrigin, KnowledgeTransfer};
 
 /// `platform` of the insights documents this node writes.
 pub const PLATFORM: &str = "metamesh";
@@ -67,15 +67,6 @@ pub struct Collective {
     pub kept_modes: BTreeMap<String, DepthStats>,
     /// Per kept origin: weight and pattern count (the knowledge-transfer report).
     pub contributors: Vec<Contributor>,
-}
-
-/// Whose evidence shapes the collective answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Contributor {
-    pub peer_id: String,
-    pub weight: f64,
-    pub patterns: u64,
-    pub anchor: bool,
 }
 
 /// Aggregate all stored origins. The node itself is always an anchor with
@@ -130,13 +121,48 @@ pub fn collective(
             weight: o.weight,
             patterns: o.table.total(),
             anchor: o.anchor,
+            share: 0.0,
         });
+    }
+    // Share of the pooled say: weight × patterns, normalised.
+    let total: f64 = contributors
+        .iter()
+        .map(|c| c.weight * c.patterns as f64)
+        .sum();
+    if total > 0.0 {
+        for c in contributors.iter_mut() {
+            c.share = c.weight * c.patterns as f64 / total;
+        }
     }
     Collective {
         aggregate,
         kept_table,
         kept_modes,
         contributors,
+    }
+}
+
+/// Which origins' evidence shapes the collective answer, and which were
+/// excluded as inconsistent with the consensus (DESIGN §7).
+pub fn knowledge_transfer(c: &Collective) -> KnowledgeTransfer {
+    KnowledgeTransfer {
+        pattern_count: c.kept_table.total(),
+        contributors: c.contributors.clone(),
+        excluded: c
+            .aggregate
+            .inconsistent
+            .iter()
+            .map(|i| ExcludedOrigin {
+                peer_id: i.key.to_string(),
+                depth: i.depth,
+                z: i.z,
+                // anchor, majority or volume (serde's name, robust to new kinds)
+                reason: serde_json::to_value(i.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 

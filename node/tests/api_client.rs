@@ -112,6 +112,11 @@ fn commands_work_on_the_store_without_a_node() {
     );
     let coll = json(dir, &["insights", "--json"]);
     assert_eq!(coll["pattern_count"], 13);
+    let human = ok(dir, &["insights"]);
+    assert!(
+        human.contains("evidence from 1 origins (13 patterns)") && human.contains("(anchor)"),
+        "{human}"
+    );
     let human = ok(dir, &["insights", "--scope", "local"]);
     assert!(
         human.contains("local insights")

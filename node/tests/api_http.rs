@@ -511,6 +511,11 @@ async fn metrics_and_unknown_routes() {
     let ct = r.headers()["content-type"].to_str().unwrap();
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
 
+    // A node that does not implement the optional report: 501, JSON.
+    let (status, body) = s.get("/v1/knowledge").await;
+    assert_eq!(status, 501);
+    assert_error(&body, None);
+
     let (status, body) = s.get("/v1/nothing-here").await;
     assert_eq!(status, 404);
     assert_error(&body, None);

@@ -132,6 +132,7 @@ fn build_router<N: NodeApi>(state: AppState<N>, limits: ApiLimits) -> Router {
         .route("/v1/stats", get(get_stats::<N>))
         .route("/v1/node", get(get_node::<N>))
         .route("/v1/events", get(get_events::<N>))
+        .route("/v1/knowledge", get(get_knowledge::<N>))
         .route("/metrics", get(get_metrics::<N>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -589,6 +590,10 @@ async fn get_reputation<N: NodeApi>(State(s): State<AppState<N>>) -> Result<Resp
 
 async fn get_stats<N: NodeApi>(State(s): State<AppState<N>>) -> Result<Response, ApiError> {
     Ok(Json(s.node.stats().await?).into_response())
+}
+
+async fn get_knowledge<N: NodeApi>(State(s): State<AppState<N>>) -> Result<Response, ApiError> {
+    Ok(Json(s.node.knowledge_transfer().await?).into_response())
 }
 
 async fn get_node<N: NodeApi>(State(s): State<AppState<N>>) -> Result<Response, ApiError> {

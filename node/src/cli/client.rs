@@ -20,7 +20,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::*;
-use crate::api::{ApiError, NodeInfo, PeerView, Recommendation, StatsView, SubmittedPattern};
+use crate::api::{
+    ApiError, KnowledgeTransfer, NodeInfo, PeerView, Recommendation, StatsView, SubmittedPattern,
+};
 use crate::datadir::DataDir;
 use crate::learning;
 
@@ -173,17 +175,29 @@ fn scope_str(s: Scope) -> &'static str {
 // ---- insights ----------------------------------------------------------------
 
 pub fn insights(g: &GlobalArgs, a: InsightsArgs) -> Result<()> {
-    let doc: InsightsDocument = match connect(g)? {
-        Target::Api(c) => c.get("/v1/insights", &[("scope", scope_str(a.scope).to_string())])?,
+    // The knowledge-transfer report accompanies collective insights in the
+    // human output (a node that does not report it is skipped silently).
+    let (doc, knowledge): (InsightsDocument, Option<KnowledgeTransfer>) = match connect(g)? {
+        Target::Api(c) => {
+            let doc = c.get("/v1/insights", &[("scope", scope_str(a.scope).to_string())])?;
+            let kt = (a.scope == Scope::Collective && !a.json)
+                .then(|| c.get::<KnowledgeTransfer>("/v1/knowledge", &[]).ok())
+                .flatten();
+            (doc, kt)
+        }
         Target::Store(o) => {
             let key = o.dd.load_identity()?;
             let me = key.public().to_peer_id();
             let now = unix_now();
             match a.scope {
-                Scope::Local => learning::local_insights(&o.store, &me, now),
+                Scope::Local => (learning::local_insights(&o.store, &me, now), None),
                 Scope::Collective => {
                     let w = learning::stored_weights(&o.store, now);
-                    learning::collective_insights(&o.store, &me, &w, now)
+                    let c = learning::collective(&o.store, &me, &w);
+                    (
+                        learning::collective_document(&c, &me, now),
+                        Some(learning::knowledge_transfer(&c)),
+                    )
                 }
             }
         }
@@ -191,7 +205,48 @@ pub fn insights(g: &GlobalArgs, a: InsightsArgs) -> Result<()> {
     if a.json {
         return out_json(&doc);
     }
-    out(&render_insights(&doc, a.scope))
+    let mut text = render_insights(&doc, a.scope);
+    if let Some(kt) = knowledge.filter(|k| !k.contributors.is_empty() || !k.excluded.is_empty()) {
+        text.push_str(&render_knowledge(&kt));
+    }
+    out(&text)
+}
+
+/// Human-readable knowledge-transfer report.
+pub fn render_knowledge(kt: &KnowledgeTransfer) -> String {
+    let mut s = format!(
+        "
+evidence from {} origins ({} patterns)
+",
+        kt.contributors.len(),
+        kt.pattern_count
+    );
+    let mut by_share = kt.contributors.clone();
+    by_share.sort_by(|a, b| b.share.total_cmp(&a.share));
+    for c in &by_share {
+        s.push_str(&format!(
+            "  {:<52} {:>6.1}%  {:>7} patterns  weight {:.2}{}
+",
+            c.peer_id,
+            c.share * 100.0,
+            c.patterns,
+            c.weight,
+            if c.anchor { "  (anchor)" } else { "" }
+        ));
+    }
+    for e in &kt.excluded {
+        let why = match e.reason.as_str() {
+            "anchor" => format!("disagrees with the anchors' evidence (z = {:.1})", e.z),
+            "majority" => format!("disagrees with the weighted majority (z = {:.1})", e.z),
+            "volume" => format!("floods ({:.1}× the median volume)", e.z),
+            other => format!("{other} (z = {:.1})", e.z),
+        };
+        s.push_str(&format!(
+            "  excluded {} at {} depth: {why}\n",
+            e.peer_id, e.depth
+        ));
+    }
+    s
 }
 
 /// Human-readable insights: per-depth table, then the insights.
