@@ -24,7 +24,9 @@
 //!    the noise level used in the tests below.
 //! 2. **Volume cap**: an origin counts for at most
 //!    `max(cap_floor, cap_factor × median n)` samples, so a flooder (or one
-//!    identity of a Sybil) cannot buy weight with volume.
+//!    identity of a Sybil) cannot buy weight with volume; one with more than
+//!    `flood_factor` × the median count is flooding and is excluded
+//!    ([`InconsistencyKind::Volume`]).
 //! 3. **Newcomer budget**: the newcomers' total weight is scaled down to at
 //!    most `newcomer_share` × the established origins' weight (anchors
 //!    included), so any number of fresh identities is, as a class, a
@@ -32,9 +34,10 @@
 //! 4. **Anchor screen**: with anchor data at `d`, an origin whose mean differs
 //!    from the anchors' pooled mean by more than `z` standard errors of the
 //!    difference (`σ_d·√(1/n_i + 1/n_A)`) is inconsistent.
-//! 5. **Majority screen**: the robust centre is the weight-median of the
-//!    remaining origins' means (one origin one vote, scaled by weight); an
-//!    origin further than `z·√(σ²/n_i + se_c²)` from it is inconsistent.
+//! 5. **Majority screen** (two passes, the second re-centred on the first's
+//!    survivors): the robust centre is the weight-median of the remaining
+//!    origins' means (one origin one vote, scaled by weight); an origin
+//!    further than `z·√(σ²/n_i + se_c²)` from it is inconsistent.
 //!    Anchors are never screened out (they are the reference; if the centre
 //!    disagrees with the anchors beyond noise, the anchors' mean is used as
 //!    the centre instead).
@@ -42,12 +45,16 @@
 //! An origin inconsistent at any depth is excluded at every depth (it lied
 //! somewhere) and listed, so the node can apply
 //! [`crate::reputation::ReputationEvent::InconsistentWithConsensus`].
-//! The survivors are pooled with weights `w_i·n_i`; the evidence count is the
-//! **effective** sample size of that weighted mean under a random-effects
-//! model (DerSimonian–Laird τ² for between-origin heterogeneity): with
-//! consistent honest origins τ² ≈ 0 and N origins pool to ≈ N× the evidence;
-//! residual disagreement that the screens did not remove widens the posterior
-//! instead of being believed.
+//! The survivors are pooled with weights `w_i·n_i·min(1, huber/|z_i|)`; the
+//! evidence count is the **effective** sample size of that weighted mean
+//! under a random-effects model (DerSimonian–Laird τ² for between-origin
+//! heterogeneity, counted only when Cochran's Q exceeds its 95% point; the
+//! noise is the survivors' pooled within-origin variance): with consistent
+//! honest origins τ² = 0 and N origins pool to N× the evidence; residual
+//! disagreement that the screens did not remove widens the posterior instead
+//! of being believed. A **calibration guard** adds the gap between the pooled
+//! mean and the robust centre to the variance when it exceeds three times
+//! what noise explains (≈ 0.3% of honest evaluations).
 //!
 //! **Breakdown point.** The centre is a weighted median: it cannot be moved
 //! outside the range of honest means unless the adversaries hold ≥ 50% of
