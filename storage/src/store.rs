@@ -1261,7 +1261,7 @@ mod tests {
             );
         }
         assert!(
-            s.frontier().get(&o).is_none(),
+            !s.frontier().contains_key(&o),
             "no frontier entry until seq 1 is held"
         );
         s.insert(&recs[0].0, &recs[0].1).unwrap();
