@@ -61,6 +61,13 @@ impl TokenBucket {
         }
     }
 
+    /// Take `n` tokens unconditionally (the balance may go negative: the
+    /// debt is repaid by the refill before [`Self::wait_for`] clears again).
+    pub fn spend(&mut self, n: f64, now: f64) {
+        self.refill(now);
+        self.tokens -= n;
+    }
+
     /// Seconds until `n` tokens are available (0 if now).
     pub fn wait_for(&mut self, n: f64, now: f64) -> f64 {
         self.refill(now);
@@ -109,6 +116,10 @@ impl Limiter {
 
     pub fn try_take(&mut self, peer: PeerId, n: f64, now: f64) -> bool {
         self.bucket(peer, now).try_take(n, now)
+    }
+
+    pub fn spend(&mut self, peer: PeerId, n: f64, now: f64) {
+        self.bucket(peer, now).spend(n, now)
     }
 
     pub fn wait_for(&mut self, peer: PeerId, n: f64, now: f64) -> f64 {

@@ -853,16 +853,14 @@ impl Node {
                     max_count: page as u32,
                 },
             };
-            // Pace pulls by the per-peer record budget.
+            // Pace pulls by the per-peer record budget: wait while the
+            // budget is in debt, charge what actually arrived.
             let wait = lock(&self.inner.state)
                 .pull_rate
-                .wait_for(peer, page as f64, now_secs());
+                .wait_for(peer, 1.0, now_secs());
             if wait > 0.0 {
                 tokio::time::sleep(Duration::from_secs_f64(wait.min(30.0))).await;
             }
-            let _ = lock(&self.inner.state)
-                .pull_rate
-                .try_take(peer, page as f64, now_secs());
             let resp = match self.inner.net.request(peer, request).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -878,6 +876,9 @@ impl Node {
                 break;
             }
             let more = resp.more;
+            lock(&self.inner.state)
+                .pull_rate
+                .spend(peer, resp.records.len() as f64, now_secs());
             let report = self.ingest(peer, resp.records).await;
             if !report.progressed() {
                 completed = !more;

@@ -160,7 +160,13 @@ impl EventLoop {
         );
     }
 
-    fn remember(&mut self, peer: PeerId, addr: Multiaddr) {
+    fn remember(&mut self, peer: PeerId, mut addr: Multiaddr) {
+        if matches!(
+            addr.iter().last(),
+            Some(libp2p::multiaddr::Protocol::P2p(_))
+        ) {
+            addr.pop();
+        }
         if !self.known.contains_key(&peer) && self.known.len() >= MAX_KNOWN_PEERS {
             return;
         }
