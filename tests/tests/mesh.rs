@@ -115,3 +115,41 @@ async fn newcomer_bootstraps_history_and_restarted_node_catches_up() {
     assert_eq!(d.n().peer_id(), d_peer, "restart keeps the identity");
     wait_until("restarted D holds 14", || async { d.pattern_count() == 14 }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_that_lost_its_store_never_reuses_a_seq() {
+    use metamesh_node::api::NodeApi;
+    let mut a = TestNode::start(test_config(&[])).await;
+    let b = TestNode::start(test_config(&[a.n()])).await;
+    record(
+        &a,
+        (0..3)
+            .map(|k| pattern(&format!("old-{k}"), Depth::Deep, 0.6))
+            .collect(),
+    )
+    .await;
+    wait_until("B holds A's three", || async { b.pattern_count() == 3 }).await;
+    let a_id = a.n().peer_id();
+
+    // A loses its store but keeps its key, and comes back.
+    a.stop().await;
+    std::fs::remove_dir_all(a.dir.path().join("store")).unwrap();
+    a.restart(test_config(&[b.n()])).await;
+    assert_eq!(a.n().peer_id(), a_id);
+    let out = a
+        .n()
+        .node
+        .submit_patterns(vec![pattern("new", Depth::Light, 0.4)])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].seq, 4,
+        "the first record after the loss continues after the mesh's highest seq"
+    );
+    wait_until("B holds the new record without equivocation", || async {
+        b.pattern_count() == 4
+    })
+    .await;
+    let s = b.n().node.stats().await.unwrap().metrics;
+    assert!(s.rejected_by_reason.get("equivocation").is_none(), "{s:?}");
+}
