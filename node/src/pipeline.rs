@@ -257,6 +257,7 @@ pub fn event_for(err: &RecordError) -> ReputationEvent {
 
 /// The result of the stateless checks on one pulled record.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // short-lived, one per record of a page
 pub enum Checked {
     /// Signature, body and schema are fine.
     Valid(SignedRecord, PatternBody),

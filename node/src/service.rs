@@ -714,10 +714,10 @@ impl Node {
     /// Build the response to a valid request (blocking: reads the store).
     fn answer(&self, req: &PatternRequest) -> Result<PatternResponse, StoreError> {
         let lim = &self.inner.cfg.limits;
-        let max_count = (req.max_count as usize)
-            .min(lim.max_patterns_per_response)
-            .min(MAX_RECORDS_PER_RESPONSE)
-            .max(1);
+        let cap = lim
+            .max_patterns_per_response
+            .clamp(1, MAX_RECORDS_PER_RESPONSE);
+        let max_count = (req.max_count as usize).clamp(1, cap);
         let max_bytes = lim
             .max_response_bytes
             .min(MAX_RESPONSE_BYTES - RESPONSE_SLACK);
@@ -822,8 +822,7 @@ impl Node {
             .cfg
             .limits
             .max_patterns_per_response
-            .min(MAX_RECORDS_PER_RESPONSE)
-            .max(1);
+            .clamp(1, MAX_RECORDS_PER_RESPONSE);
         let mut completed = false;
         for _ in 0..MAX_PAGES_PER_SESSION {
             let frontier = self.inner.store.frontier();
@@ -1295,7 +1294,7 @@ impl Node {
                 _ = tick.tick() => {}
             }
             rounds += 1;
-            if rounds % 30 == 0 {
+            if rounds.is_multiple_of(30) {
                 // Origins whose reports stay inconsistent with the robust
                 // consensus lose reputation (at most once a minute).
                 let agg = self.collective();

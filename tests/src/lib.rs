@@ -1,6 +1,6 @@
 //! Helpers for the multi-node integration tests in `tests/tests/`: real
 //! nodes on loopback in one process, each with its own temporary data dir.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
 use std::future::Future;
 use std::path::PathBuf;

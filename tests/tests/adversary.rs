@@ -1,4 +1,5 @@
 //! An adversary holding a real key sends records whose signatures do not
+#![allow(clippy::unwrap_used)]
 //! verify: over sync (pattern records) and over gossip (an insight record).
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
 //! Two groups record separately; once connected, both hold the union.
+#![allow(clippy::unwrap_used)]
 use metamesh_protocol::Depth;
 use metamesh_tests::*;
 

@@ -1,4 +1,5 @@
 //! Two real nodes on loopback: a pattern recorded on one is pulled by the other.
+#![allow(clippy::unwrap_used)]
 use metamesh_protocol::Depth;
 use metamesh_tests::*;
 

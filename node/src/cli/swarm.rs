@@ -132,28 +132,24 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn true_best() -> Depth {
-    let mut best = 0;
-    for i in 1..Depth::COUNT {
-        if TRUE_MEANS[i] > TRUE_MEANS[best] {
-            best = i;
-        }
-    }
-    Depth::ALL[best]
+    Depth::ALL
+        .into_iter()
+        .max_by(|a, b| TRUE_MEANS[a.index()].total_cmp(&TRUE_MEANS[b.index()]))
+        .unwrap_or(Depth::Standard)
 }
 
 fn true_worst() -> Depth {
-    let mut worst = 0;
-    for i in 1..Depth::COUNT {
-        if TRUE_MEANS[i] < TRUE_MEANS[worst] {
-            worst = i;
-        }
-    }
-    Depth::ALL[worst]
+    Depth::ALL
+        .into_iter()
+        .min_by(|a, b| TRUE_MEANS[a.index()].total_cmp(&TRUE_MEANS[b.index()]))
+        .unwrap_or(Depth::Minimal)
 }
 
 fn node_config(bootstrap: Option<&RunningNode>) -> Config {
-    let mut cfg = Config::default();
-    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+    let mut cfg = Config {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        ..Config::default()
+    };
     cfg.bootstrap = bootstrap
         .and_then(|n| n.tcp_addr())
         .map(|a| vec![a.to_string()])

@@ -179,6 +179,9 @@ impl EventLoop {
         }
     }
 
+    /// Hand an event to the service without waiting; on a full channel the
+    /// event comes back so the caller can shed it properly.
+    #[allow(clippy::result_large_err)]
     fn emit(&mut self, ev: NetEvent) -> Result<(), NetEvent> {
         match self.events.try_send(ev) {
             Ok(()) => Ok(()),
