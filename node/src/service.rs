@@ -254,6 +254,7 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         denied: cfg.denied_peers(),
         ..NetworkConfig::default()
     };
+    let no_one_to_ask = netcfg.bootstrap.is_empty();
     let (net, net_events, net_task) = network::start(key.clone(), netcfg)?;
 
     let (announce_tx, announce_rx) = mpsc::channel(1);
@@ -289,7 +290,9 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
     };
     // A node that has signed before knows its own seq; one that has not
     // must first learn it from peers (see `wait_own_seq_safe`).
-    let (own_seq_safe, _) = watch::channel(store.own_seq() > 0);
+    // With no peer to ask (no bootstrap address, no remembered peer) there
+    // is nothing to wait for.
+    let (own_seq_safe, _) = watch::channel(store.own_seq() > 0 || no_one_to_ask);
     let node = Node {
         inner: Arc::new(Inner {
             key,
@@ -1605,5 +1608,44 @@ impl NodeApi for Node {
 
     fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn dialable_addresses_use_loopback_and_name_the_peer() {
+        let peer = PeerId::random();
+        let a: Multiaddr = "/ip4/0.0.0.0/tcp/4001".parse().unwrap();
+        assert_eq!(
+            dialable(&a, peer).to_string(),
+            format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")
+        );
+        let q: Multiaddr = format!("/ip4/10.0.0.2/udp/9/quic-v1/p2p/{peer}")
+            .parse()
+            .unwrap();
+        assert_eq!(
+            dialable(&q, peer).to_string(),
+            format!("/ip4/10.0.0.2/udp/9/quic-v1/p2p/{peer}")
+        );
+    }
+
+    #[test]
+    fn ingest_report_progress() {
+        assert!(!IngestReport::default().progressed());
+        assert!(IngestReport {
+            declined: 1,
+            ..Default::default()
+        }
+        .progressed());
+        assert!(!IngestReport {
+            duplicates: 3,
+            rejected: 1,
+            ..Default::default()
+        }
+        .progressed());
     }
 }

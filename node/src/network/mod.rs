@@ -155,3 +155,28 @@ pub fn start(
     let task = tokio::spawn(event_loop.run());
     Ok((NetworkHandle::new(cmd_tx, local_peer), ev_rx, task))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn topics_are_named_per_mesh() {
+        let t = Topics::new("lab");
+        assert_eq!(t.announce.to_string(), "metamesh/lab/announce/1");
+        assert_eq!(t.insights.to_string(), "metamesh/lab/insights/1");
+        assert_eq!(t.kind_of(&t.insights.hash()), Some(TopicKind::Insights));
+        assert_eq!(t.kind_of(&Topics::new("other").announce.hash()), None);
+    }
+
+    #[test]
+    fn peer_addresses_split() {
+        let p = PeerId::random();
+        let a: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{p}").parse().unwrap();
+        let (addr, peer) = split_peer_addr(&a).unwrap();
+        assert_eq!(peer, p);
+        assert_eq!(addr.to_string(), "/ip4/127.0.0.1/tcp/1");
+        assert!(split_peer_addr(&addr).is_none());
+    }
+}
