@@ -50,6 +50,7 @@ use crate::api::{
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::events::{self, NodeEvent};
+use crate::learning;
 use crate::metrics::Metrics;
 use crate::network::{self, NetError, NetEvent, NetworkConfig, NetworkHandle, TopicKind};
 use crate::pipeline::{self, Checked, Limiter, ReputationBook};
@@ -1087,41 +1088,53 @@ impl Node {
         robust_aggregate(&self.origin_evidence(), &RobustConfig::default())
     }
 
+    /// The collective view with what the API reports about it: the robust
+    /// aggregate, the merged statistics and modes of the origins it kept,
+    /// and each contributor's share (for `GET /v1/knowledge`).
+    pub fn collective_report(&self) -> learning::Collective {
+        let origins = self.origin_evidence();
+        let aggregate = robust_aggregate(&origins, &RobustConfig::default());
+        let mut kept_table = DepthTable::default();
+        let mut kept_modes: BTreeMap<String, DepthStats> = BTreeMap::new();
+        let mut contributors = Vec::new();
+        for o in origins.iter().filter(|o| aggregate.used.contains(&o.key)) {
+            kept_table.merge(&o.table);
+            for (mode, st) in self.inner.store.origin_mode_stats(&o.key) {
+                kept_modes.entry(mode).or_default().merge(&st);
+            }
+            contributors.push(learning::Contributor {
+                peer_id: o.key.to_string(),
+                weight: o.weight,
+                patterns: o.table.total(),
+                anchor: o.anchor,
+                share: 0.0,
+            });
+        }
+        let total: f64 = contributors
+            .iter()
+            .map(|c| c.weight * c.patterns as f64)
+            .sum();
+        if total > 0.0 {
+            for c in contributors.iter_mut() {
+                c.share = c.weight * c.patterns as f64 / total;
+            }
+        }
+        learning::Collective {
+            aggregate,
+            kept_table,
+            kept_modes,
+            contributors,
+        }
+    }
+
     /// Plain merge of the statistics of the origins robust aggregation kept
     /// (for the insight document's per-depth figures).
     pub fn collective_table(&self) -> DepthTable {
-        let agg = self.collective();
-        let used: HashSet<PeerId> = agg.used.iter().copied().collect();
-        let mut merged = DepthTable::default();
-        for (origin, table) in self.inner.store.origin_stats() {
-            if used.contains(&origin) {
-                merged.merge(&table);
-            }
-        }
-        merged
+        self.collective_report().kept_table
     }
 
     pub fn local_table(&self) -> DepthTable {
         self.inner.store.stats_of(&self.inner.peer_id)
-    }
-
-    fn insight_set(&self, scope: Scope) -> (insights::InsightSet, u64) {
-        let now = now_secs();
-        let (table, modes): (DepthTable, BTreeMap<String, DepthStats>) = match scope {
-            Scope::Local => (
-                self.local_table(),
-                self.inner.store.origin_mode_stats(&self.inner.peer_id),
-            ),
-            Scope::Collective => (
-                self.collective_table(),
-                self.inner.store.merged_mode_stats(),
-            ),
-        };
-        let count = table.total();
-        (
-            insights::compute(&table, Some(&modes), &Prior::default(), now),
-            count,
-        )
     }
 
     /// The collective view's best depth and its confidence (P(best)).
@@ -1399,6 +1412,12 @@ impl NodeApi for Node {
             return Ok(Vec::new());
         }
         self.wait_own_seq_safe().await;
+        // Adoption and effectiveness: did each outcome follow the advice of
+        // the collective view as it stood before it was recorded?
+        let view_before = self.collective().view(Prior::default());
+        for p in &patterns {
+            learning::record_adoption(&view_before, p, &self.inner.metrics);
+        }
         let node = self.clone();
         let outcomes =
             tokio::task::spawn_blocking(move || -> Result<Vec<AppendOutcome>, StoreError> {
@@ -1466,14 +1485,17 @@ impl NodeApi for Node {
     }
 
     async fn insights(&self, scope: Scope) -> Result<InsightsDocument, ApiError> {
-        let (set, count) = self.insight_set(scope);
-        Ok(InsightsDocument::new(
-            &self.inner.peer_id.to_string(),
-            "metamesh",
-            count,
-            set,
-            now_secs(),
-        ))
+        let now = now_secs();
+        Ok(match scope {
+            Scope::Local => learning::local_insights(&self.inner.store, &self.inner.peer_id, now),
+            Scope::Collective => {
+                learning::collective_document(&self.collective_report(), &self.inner.peer_id, now)
+            }
+        })
+    }
+
+    async fn knowledge_transfer(&self) -> Result<learning::KnowledgeTransfer, ApiError> {
+        Ok(learning::knowledge_transfer(&self.collective_report()))
     }
 
     async fn recommend(&self, atp: f64, strategy: String) -> Result<Recommendation, ApiError> {

@@ -313,12 +313,6 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
                 } else {
                     "explored"
                 };
-                n.node
-                    .metrics()
-                    .recommendation_followed(choice.followed_learning);
-                n.node
-                    .metrics()
-                    .outcome_quality(choice.followed_learning, q);
                 ps.push(make_pattern(
                     format!("r{round}-n{i}"),
                     &node_id,
