@@ -75,6 +75,9 @@ pub struct SwarmSummary {
     pub patterns_total: u64,
     /// Patterns received from peers and accepted, summed over nodes.
     pub patterns_exchanged: u64,
+    /// Patterns sent in sync responses, summed over nodes (≥ exchanged: the
+    /// excess is records fetched from more than one peer at once).
+    pub patterns_served: u64,
     pub bytes_sent: u64,
     pub rounds_fully_propagated: usize,
     pub wall_secs: f64,
@@ -210,9 +213,10 @@ pub fn swarm(_g: &GlobalArgs, a: SwarmArgs) -> Result<()> {
         }
         writeln!(
             out,
-            "patterns: {} recorded, {} exchanged between nodes, {} bytes sent; {} of {} rounds fully propagated; wall time {:.1} s",
+            "patterns: {} recorded, {} exchanged between nodes ({} served), {} bytes sent; {} of {} rounds fully propagated; wall time {:.1} s",
             summary.patterns_total,
             summary.patterns_exchanged,
+            summary.patterns_served,
             summary.bytes_sent,
             summary.rounds_fully_propagated,
             summary.rounds,
@@ -402,10 +406,12 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         per_round.push(report);
     }
     let mut exchanged = 0;
+    let mut served = 0;
     let mut bytes_sent = 0;
     for n in &nodes {
         let m = n.node.metrics().snapshot();
         exchanged += m.patterns_accepted;
+        served += m.patterns_shared;
         bytes_sent += m.bytes_sent;
     }
     let last = per_round.last().cloned();
@@ -427,6 +433,7 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         rounds_to_90,
         patterns_total: total,
         patterns_exchanged: exchanged,
+        patterns_served: served,
         bytes_sent,
         rounds_fully_propagated: per_round.iter().filter(|r| r.propagated).count(),
         wall_secs: started.elapsed().as_secs_f64(),
