@@ -71,6 +71,8 @@ const ANNOUNCER_TICK: Duration = Duration::from_millis(500);
 /// An unchanged announcement is re-sent after this long (just past
 /// gossipsub's duplicate-cache window).
 const REANNOUNCE_UNCHANGED: Duration = Duration::from_secs(65);
+/// Most peers whose pull targets are tracked for de-duplication.
+const MAX_TRACKED_PULL_TARGETS: usize = 1024;
 /// Most stored peer addresses re-dialled on start.
 const MAX_REDIAL: usize = 16;
 /// Slack kept under the wire response bound for the envelope's own fields.
@@ -143,6 +145,8 @@ struct State {
     serve_bytes: Limiter,
     pull_rate: Limiter,
     origin_quota: Limiter,
+    /// Announced frontiers that running pull sessions are fetching, by peer.
+    pull_targets: HashMap<PeerId, Frontier>,
     /// peer → "run again when done" flag, for running pull sessions.
     syncing: HashMap<PeerId, bool>,
     connected: HashSet<PeerId>,
@@ -281,6 +285,7 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         ),
         origin_quota: Limiter::new(per_hour / 3600.0, per_hour),
         syncing: HashMap::new(),
+        pull_targets: HashMap::new(),
         connected: HashSet::new(),
         insight_seq: (now * 1000.0) as u64,
         last_insight_at: 0.0,
@@ -585,7 +590,9 @@ impl Node {
             // Ask the announcer when we can reach it, else the neighbour
             // that forwarded the announcement (it serves what it holds).
             let target = if from_connected { a.from } else { source };
-            self.start_pull(target, Pull::Ranges(a.frontier.clone()));
+            if !self.covered_by_running_pulls(target, &mine, &a.frontier) {
+                self.start_pull(target, Pull::Ranges(a.frontier.clone()));
+            }
         } else if a.frontier_truncated && sync::frontier_digest(&mine) != a.patterns_hash {
             self.start_pull(if from_connected { a.from } else { source }, Pull::Have);
         }
@@ -779,6 +786,24 @@ impl Node {
 
     // ---- pulling -----------------------------------------------------------
 
+    /// Is everything `announced` shows we lack already being fetched by a
+    /// running announcement-driven pull from another peer? (Then pulling it
+    /// again from this announcer would only duplicate the transfer; if that
+    /// pull fails, the next announcement brings the ranges back.)
+    fn covered_by_running_pulls(
+        &self,
+        peer: PeerId,
+        mine: &Frontier,
+        announced: &[FrontierEntry],
+    ) -> bool {
+        let st = lock(&self.inner.state);
+        sync::missing_ranges(mine, announced).iter().all(|r| {
+            st.pull_targets
+                .iter()
+                .any(|(p, t)| *p != peer && t.get(&r.origin).is_some_and(|s| *s >= r.to_seq))
+        })
+    }
+
     fn start_pull(&self, peer: PeerId, mode: Pull) {
         if peer == self.inner.peer_id {
             return;
@@ -787,6 +812,19 @@ impl Node {
             let mut st = lock(&self.inner.state);
             if st.rep.is_denied(&peer) {
                 return;
+            }
+            if let Pull::Ranges(target) = &mode {
+                if !st.pull_targets.contains_key(&peer)
+                    && st.pull_targets.len() >= MAX_TRACKED_PULL_TARGETS
+                {
+                    // bounded; an untracked pull only loses the dedup
+                } else {
+                    let t = st.pull_targets.entry(peer).or_default();
+                    for e in target {
+                        let s = t.entry(e.origin).or_insert(0);
+                        *s = (*s).max(e.seq);
+                    }
+                }
             }
             if let Some(again) = st.syncing.get_mut(&peer) {
                 *again = true;
@@ -808,6 +846,7 @@ impl Node {
                         }
                         _ => {
                             st.syncing.remove(&peer);
+                            st.pull_targets.remove(&peer);
                             false
                         }
                     }
