@@ -854,7 +854,21 @@ impl Node {
                 if !again {
                     break;
                 }
-                mode = Pull::Have;
+                // Follow up on what the peer announced meanwhile (exact
+                // ranges), or ask with our frontier when it announced nothing.
+                let announced: Option<Vec<FrontierEntry>> =
+                    lock(&node.inner.state).pull_targets.get(&peer).map(|t| {
+                        t.iter()
+                            .map(|(o, s)| FrontierEntry {
+                                origin: *o,
+                                seq: *s,
+                            })
+                            .collect()
+                    });
+                mode = match announced {
+                    Some(entries) => Pull::Ranges(entries),
+                    None => Pull::Have,
+                };
             }
         });
     }
