@@ -271,7 +271,16 @@ impl BatchState {
         let mut f = self.frontier(t, origin)?;
         if seq == f + 1 {
             f = seq;
-            while t[PENDING].remove(record_key(origin, f + 1))?.is_some() {
+            // Probe with `get` and remove only hits: a transactional
+            // `remove` of an absent key still queues a delete that the
+            // commit must look up in the tree (one wasted traversal per
+            // in-order record, the common case).
+            loop {
+                let next = record_key(origin, f + 1);
+                if t[PENDING].get(&next)?.is_none() {
+                    break;
+                }
+                t[PENDING].remove(next)?;
                 f += 1;
             }
             if let Some(entry) = self.frontier.get_mut(origin) {
