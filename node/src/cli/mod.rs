@@ -11,7 +11,11 @@ pub mod run;
 pub mod swarm;
 
 #[derive(Debug, Parser)]
-#[command(name = "metamesh", version, about = "A peer-to-peer gossip node for federated meta-learning")]
+#[command(
+    name = "metamesh",
+    version,
+    about = "A peer-to-peer gossip node for federated meta-learning"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
