@@ -785,9 +785,25 @@ impl Store {
     }
 
     /// Is the slot (origin, seq) held (stored or declined)?
+    ///
+    /// Answered from the two small trees: every transaction that stores or
+    /// declines a slot also holds it (`BatchState::hold`), so a slot is held
+    /// exactly when it is at or below the frontier or in `pending` — no
+    /// lookup in the large `records` tree (this runs once per pulled record).
+    /// `pending` is read first: a slot only ever moves from `pending` to
+    /// below the frontier, so a concurrent commit cannot hide a held slot.
     pub fn has_seq(&self, origin: &PeerId, seq: u64) -> Result<bool, StoreError> {
-        let k = record_key(origin, seq);
-        Ok(self.tree(RECORDS).contains_key(&k)? || self.tree(DECLINED).contains_key(&k)?)
+        if seq == 0 {
+            return Ok(false);
+        }
+        if self.tree(PENDING).contains_key(record_key(origin, seq))? {
+            return Ok(true);
+        }
+        let frontier = match self.tree(FRONTIER).get(origin.to_bytes())? {
+            Some(v) => be_u64(&v).ok_or_else(|| corrupt("frontier value"))?,
+            None => 0,
+        };
+        Ok(seq <= frontier)
     }
 
     /// Per-origin statistics of stored patterns.
@@ -1252,6 +1268,54 @@ mod tests {
         );
         let h = r[0].content_hash();
         assert_eq!(s.get_by_hash(&h).unwrap().unwrap(), r[0]);
+    }
+
+    #[test]
+    fn has_seq_is_exactly_the_stored_or_declined_slots() {
+        // has_seq answers from the frontier and `pending`; check it against
+        // the slots actually stored or declined, after every write, for
+        // out-of-order arrivals, declines, gaps and two origins.
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (ka, kb) = (key(3), key(4));
+        let (a, b) = (ka.public().to_peer_id(), kb.public().to_peer_id());
+        // (origin index, seq, declined?) in arrival order; seq 9 of `a` never arrives.
+        let arrivals = [
+            (0, 3, false),
+            (1, 1, false),
+            (0, 5, true),
+            (0, 1, false),
+            (0, 2, true),
+            (1, 3, false),
+            (0, 4, false),
+            (0, 10, false),
+            (1, 2, true),
+            (0, 6, false),
+            (0, 8, false),
+            (0, 7, false),
+        ];
+        let mut held: std::collections::HashSet<(usize, u64)> = Default::default();
+        for (o, seq, declined) in arrivals {
+            let (k, origin) = if o == 0 { (&ka, a) } else { (&kb, b) };
+            let (rec, body) = signed(k, seq, pattern(seq * 10 + o as u64, Depth::Light, 0.5));
+            if declined {
+                s.mark_declined(origin, seq, rec.content_hash()).unwrap();
+            } else {
+                assert_eq!(s.insert(&rec, &body).unwrap(), InsertOutcome::Inserted);
+            }
+            held.insert((o, seq));
+            for (oi, origin) in [(0usize, a), (1, b)] {
+                for q in 0..=12u64 {
+                    assert_eq!(
+                        s.has_seq(&origin, q).unwrap(),
+                        held.contains(&(oi, q)),
+                        "origin {oi} seq {q} after ({o}, {seq})"
+                    );
+                }
+            }
+        }
+        assert_eq!(s.frontier()[&a], 8);
+        assert_eq!(s.frontier()[&b], 3);
     }
 
     #[test]
