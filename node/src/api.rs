@@ -190,6 +190,26 @@ pub struct KnowledgeTransfer {
     pub pattern_count: u64,
     pub contributors: Vec<Contributor>,
     pub excluded: Vec<ExcludedOrigin>,
+    /// Parent/child: the parent's insight record this node inherited (a
+    /// node started with `parent`), if held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<HeldInsight>,
+    /// Parent/child: children that promoted their insight records to this
+    /// node (since it started), with the record held for each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promoted_children: Vec<HeldInsight>,
+}
+
+/// A peer's signed insight record as held by this node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeldInsight {
+    pub peer_id: String,
+    pub seq: u64,
+    /// Patterns behind the record (the peer's own statistics).
+    pub patterns: u64,
+    pub optimal_quality_depth: Option<metamesh_protocol::Depth>,
+    /// P(best) of `optimal_quality_depth`.
+    pub confidence: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -91,6 +91,8 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     pub sharing: SharingConfig,
+    /// When a child promotes its insights to its `parent`.
+    pub promotion: PromotionConfig,
     pub limits: LimitsConfig,
     pub acceptance: AcceptanceConfig,
     pub trust: TrustConfig,
@@ -108,6 +110,29 @@ pub struct SharingConfig {
     pub announce_debounce_ms: u64,
     /// Minimum interval between insight broadcasts.
     pub insight_min_interval_secs: u64,
+}
+
+/// Parent/child promotion: a node with a `parent` sends it its signed
+/// insight record once its own `optimal_quality_depth` confidence reaches
+/// `min_confidence`, and again when the record changes, at most once per
+/// `min_interval_secs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PromotionConfig {
+    /// Confidence (P(best)) of the local `optimal_quality_depth` insight
+    /// needed before promoting (0.5-1).
+    pub min_confidence: f64,
+    /// Minimum interval between promotions, seconds (1-86400).
+    pub min_interval_secs: u64,
+}
+
+impl Default for PromotionConfig {
+    fn default() -> Self {
+        PromotionConfig {
+            min_confidence: 0.9,
+            min_interval_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +187,7 @@ impl Default for Config {
             api: "127.0.0.1:0".to_string(),
             parent: None,
             sharing: SharingConfig::default(),
+            promotion: PromotionConfig::default(),
             limits: LimitsConfig::default(),
             acceptance: AcceptanceConfig::default(),
             trust: TrustConfig::default(),
@@ -390,6 +416,20 @@ impl Config {
             s.insight_min_interval_secs,
             1,
             3600,
+        )?;
+
+        let pr = &self.promotion;
+        if !(pr.min_confidence.is_finite() && (0.5..=1.0).contains(&pr.min_confidence)) {
+            return Err(ConfigError::invalid(
+                "promotion.min_confidence",
+                "must be between 0.5 and 1",
+            ));
+        }
+        range(
+            "promotion.min_interval_secs",
+            pr.min_interval_secs,
+            1,
+            86_400,
         )?;
 
         let l = &self.limits;
@@ -984,6 +1024,18 @@ mod tests {
             (
                 Box::new(|c| c.sharing.insight_min_interval_secs = 0),
                 "sharing.insight_min_interval_secs",
+            ),
+            (
+                Box::new(|c| c.promotion.min_confidence = 0.2),
+                "promotion.min_confidence",
+            ),
+            (
+                Box::new(|c| c.promotion.min_confidence = f64::NAN),
+                "promotion.min_confidence",
+            ),
+            (
+                Box::new(|c| c.promotion.min_interval_secs = 0),
+                "promotion.min_interval_secs",
             ),
             (
                 Box::new(|c| c.limits.max_response_bytes = 10),

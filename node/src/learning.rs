@@ -34,7 +34,7 @@ use metamesh_storage::Store;
 use rand::RngCore;
 
 use crate::api::{ApiError, Recommendation};
-pub use crate::api::{Contributor, ExcludedOrigin, KnowledgeTransfer};
+pub use crate::api::{Contributor, ExcludedOrigin, HeldInsight, KnowledgeTransfer};
 
 /// `platform` of the insights documents this node writes.
 pub const PLATFORM: &str = "metamesh";
@@ -69,22 +69,31 @@ pub struct Collective {
     pub contributors: Vec<Contributor>,
 }
 
-/// Aggregate all stored origins. The node itself is always an anchor with
-/// weight ≥ 1 whatever `weigh` says.
-pub fn collective(
+/// Every stored origin's statistics with the say `weigh` gives it: the
+/// input of robust aggregation. The node itself is always included — even
+/// before it has patterns of its own (the newcomer budget is measured
+/// against established weight) — as an anchor with weight ≥ 1, whatever
+/// `weigh` says. Other origins without patterns are left out. The running
+/// node and the offline CLI both build their collective view with this.
+pub fn origin_evidence(
     store: &Store,
     self_id: &PeerId,
     weigh: &dyn Fn(&PeerId) -> OriginWeight,
-) -> Collective {
-    let per_origin = store.origin_stats();
-    let origins: Vec<OriginEvidence<PeerId>> = per_origin
+) -> Vec<OriginEvidence<PeerId>> {
+    let mut per_origin = store.origin_stats();
+    per_origin.entry(*self_id).or_default();
+    per_origin
         .into_iter()
-        .filter(|(_, t)| t.total() > 0)
+        .filter(|(peer, t)| t.total() > 0 || peer == self_id)
         .map(|(peer, table)| {
             let w = if peer == *self_id {
                 let w = weigh(&peer);
                 OriginWeight {
-                    weight: w.weight.max(1.0),
+                    weight: if w.weight.is_finite() {
+                        w.weight.max(1.0)
+                    } else {
+                        1.0
+                    },
                     anchor: true,
                     newcomer: false,
                 }
@@ -103,7 +112,16 @@ pub fn collective(
                 newcomer: w.newcomer,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Aggregate all stored origins ([`origin_evidence`]).
+pub fn collective(
+    store: &Store,
+    self_id: &PeerId,
+    weigh: &dyn Fn(&PeerId) -> OriginWeight,
+) -> Collective {
+    let origins = origin_evidence(store, self_id, weigh);
     let aggregate = robust_aggregate(&origins, &RobustConfig::default());
     let mut kept_table = DepthTable::default();
     let mut kept_modes: BTreeMap<String, DepthStats> = BTreeMap::new();
@@ -163,6 +181,8 @@ pub fn knowledge_transfer(c: &Collective) -> KnowledgeTransfer {
                     .unwrap_or_default(),
             })
             .collect(),
+        parent: None,
+        promoted_children: Vec::new(),
     }
 }
 
@@ -368,6 +388,35 @@ mod tests {
             let body = rec.open_pattern(1.8e9).unwrap();
             store.insert(&rec, &body).unwrap();
         }
+    }
+
+    #[test]
+    fn the_node_is_an_anchor_even_without_patterns_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        let me = Keypair::generate_ed25519().public().to_peer_id();
+        let peer = Keypair::generate_ed25519();
+        insert_from(&store, &peer, 5, Depth::Deep, 0.8, 1);
+        let weigh = |_: &PeerId| OriginWeight {
+            weight: 0.5,
+            anchor: false,
+            newcomer: true,
+        };
+        let ev = origin_evidence(&store, &me, &weigh);
+        let mine = ev.iter().find(|o| o.key == me).unwrap();
+        assert!(mine.anchor && !mine.newcomer);
+        assert_eq!(mine.weight, 1.0);
+        assert_eq!(mine.table.total(), 0);
+        let theirs = ev.iter().find(|o| o.key != me).unwrap();
+        assert_eq!(theirs.table.total(), 5);
+        assert!(theirs.newcomer && !theirs.anchor);
+        // With self present, a lone newcomer's say is capped by the budget
+        // measured against the node itself (as in the running node).
+        let c = collective(&store, &me, &weigh);
+        assert_eq!(
+            c.aggregate.pattern_count,
+            robust_aggregate(&ev, &RobustConfig::default()).pattern_count
+        );
     }
 
     #[test]

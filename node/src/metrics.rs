@@ -56,6 +56,9 @@ struct Inner {
     accepted: Counter,
     rejected: Family<Labels, Counter>,
     requests_served: Counter,
+    promotions_received: Counter,
+    promotions_rejected: Counter,
+    promotions_sent: Counter,
     bytes_sent: Counter,
     bytes_received: Counter,
     peers: Gauge,
@@ -79,6 +82,15 @@ pub struct MetricsSnapshot {
     pub patterns_rejected: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
     pub requests_served: u64,
+    /// Children's insight records accepted as promotions (parent side).
+    #[serde(default)]
+    pub promotions_received: u64,
+    /// Promotions refused (bad signature, wrong origin, schema, policy).
+    #[serde(default)]
+    pub promotions_rejected: u64,
+    /// Our insight records a parent accepted (child side).
+    #[serde(default)]
+    pub promotions_sent: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub peers: i64,
@@ -146,6 +158,9 @@ impl Metrics {
         let accepted = Counter::default();
         let rejected = Family::<Labels, Counter>::default();
         let requests_served = Counter::default();
+        let promotions_received = Counter::default();
+        let promotions_rejected = Counter::default();
+        let promotions_sent = Counter::default();
         let bytes_sent = Counter::default();
         let bytes_received = Counter::default();
         let peers = Gauge::default();
@@ -183,6 +198,21 @@ impl Metrics {
             "metamesh_requests_served",
             "Pattern requests answered",
             requests_served.clone(),
+        );
+        registry.register(
+            "metamesh_promotions_received",
+            "Insight records promoted to this node by its children and accepted",
+            promotions_received.clone(),
+        );
+        registry.register(
+            "metamesh_promotions_rejected",
+            "Promoted insight records refused (signature, origin, schema, policy)",
+            promotions_rejected.clone(),
+        );
+        registry.register(
+            "metamesh_promotions_sent",
+            "Own insight records promoted to the parent and accepted by it",
+            promotions_sent.clone(),
         );
         registry.register(
             "metamesh_bytes_sent",
@@ -225,6 +255,9 @@ impl Metrics {
                 accepted,
                 rejected,
                 requests_served,
+                promotions_received,
+                promotions_rejected,
+                promotions_sent,
                 bytes_sent,
                 bytes_received,
                 peers,
@@ -288,6 +321,18 @@ impl Metrics {
 
     pub fn request_served(&self) {
         self.inner.requests_served.inc();
+    }
+
+    pub fn promotion_received(&self) {
+        self.inner.promotions_received.inc();
+    }
+
+    pub fn promotion_rejected(&self) {
+        self.inner.promotions_rejected.inc();
+    }
+
+    pub fn promotion_sent(&self) {
+        self.inner.promotions_sent.inc();
     }
 
     pub fn bytes_sent(&self, n: u64) {
@@ -400,6 +445,9 @@ impl Metrics {
             patterns_rejected: rejected_by_reason.values().sum(),
             rejected_by_reason,
             requests_served: i.requests_served.get(),
+            promotions_received: i.promotions_received.get(),
+            promotions_rejected: i.promotions_rejected.get(),
+            promotions_sent: i.promotions_sent.get(),
             bytes_sent: i.bytes_sent.get(),
             bytes_received: i.bytes_received.get(),
             peers: i.peers.get(),

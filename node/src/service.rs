@@ -38,7 +38,8 @@ use metamesh_protocol::wire::{
     PatternResponse, RequestFilters, WireError, MAX_GOSSIP_BYTES, MAX_RECORDS_PER_RESPONSE,
     MAX_RESPONSE_BYTES, WIRE_VERSION,
 };
-use metamesh_protocol::{Depth, DepthStats, DepthTable, InsightBody, Pattern, SignedRecord};
+use metamesh_protocol::RecordError;
+use metamesh_protocol::{Depth, DepthTable, InsightBody, Pattern, SignedRecord};
 use metamesh_storage::{AppendOutcome, InsertOutcome, Store, StoreConfig, StoreError};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -77,6 +78,24 @@ const MAX_TRACKED_PULL_TARGETS: usize = 1024;
 const MAX_REDIAL: usize = 16;
 /// Slack kept under the wire response bound for the envelope's own fields.
 const RESPONSE_SLACK: usize = 64 * 1024;
+/// Housekeeping rounds between re-syncs with (and re-dials of) the parent:
+/// parent and child may be in different meshes, so no announcement tells
+/// either about the other's new patterns.
+const PARENT_SYNC_ROUNDS: u64 = 15;
+/// Most children whose promotions a parent remembers (for `/v1/knowledge`).
+const MAX_TRACKED_CHILDREN: usize = 1024;
+
+/// What became of a peer's insight record (gossip, inheritance, promotion).
+enum PeerInsight {
+    /// Verified, newer than what we held, stored.
+    Stored(Box<InsightBody>),
+    /// Not newer than what we hold, or our own.
+    Stale,
+    /// Valid but refused by local policy (reputation) or unsupported.
+    Refused,
+    /// Invalid (signature, schema, origin): counted and charged.
+    Invalid,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -157,6 +176,13 @@ struct State {
     /// Digest and time of the last published announcement.
     last_announced: Option<([u8; 32], Instant)>,
     last_collective: Option<(Depth, f64)>,
+    /// Our current signed insight record (re-signed when our stats change).
+    own_insight: Option<(SignedRecord, InsightBody)>,
+    /// Child side: seq and time of the last promotion attempt to the parent.
+    last_promotion: Option<(u64, f64)>,
+    promoting: bool,
+    /// Parent side: children that promoted their insights, with the seq.
+    promoted_by: BTreeMap<PeerId, u64>,
 }
 
 struct Inner {
@@ -167,6 +193,8 @@ struct Inner {
     metrics: Metrics,
     events: broadcast::Sender<NodeEvent>,
     cfg: Config,
+    /// The configured parent (`parent`): an anchor of our collective view.
+    parent: Option<(PeerId, Multiaddr)>,
     state: Mutex<State>,
     announce_tx: mpsc::Sender<()>,
     own_seq_safe: watch::Sender<bool>,
@@ -293,6 +321,10 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         last_announce: None,
         last_announced: None,
         last_collective: None,
+        own_insight: None,
+        last_promotion: None,
+        promoting: false,
+        promoted_by: BTreeMap::new(),
     };
     // A node that has signed before knows its own seq; one that has not
     // must first learn it from peers (see `wait_own_seq_safe`).
@@ -308,6 +340,7 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             metrics: Metrics::new(),
             events: events::channel(),
             cfg: cfg.clone(),
+            parent: cfg.parent_peer(),
             state: Mutex::new(state),
             announce_tx,
             own_seq_safe,
@@ -603,29 +636,50 @@ impl Node {
         if b.v != WIRE_VERSION {
             return MessageAcceptance::Ignore;
         }
-        let body = match b.record.open_insight() {
+        match self.accept_peer_insight(source, &b.record, now, false) {
+            PeerInsight::Stored(_) => MessageAcceptance::Accept,
+            PeerInsight::Stale | PeerInsight::Refused => MessageAcceptance::Ignore,
+            PeerInsight::Invalid => MessageAcceptance::Reject,
+        }
+    }
+
+    /// Validate a peer's signed insight record (signature, kind, schema;
+    /// with `from_origin`, the sender must be its origin), apply the local
+    /// policy (reputation) and keep it when newer than what we hold. Used
+    /// for gossip, for the parent's record inherited in a sync response and
+    /// for a child's promoted record.
+    fn accept_peer_insight(
+        &self,
+        source: PeerId,
+        record: &SignedRecord,
+        now: f64,
+        from_origin: bool,
+    ) -> PeerInsight {
+        let body = match record.open_insight() {
             Ok(body) => body,
-            Err(metamesh_protocol::RecordError::UnsupportedVersion(_)) => {
-                return MessageAcceptance::Ignore
-            }
+            Err(RecordError::UnsupportedVersion(_)) => return PeerInsight::Refused,
             Err(e) => {
                 self.reject(Some(source), e.reason(), pipeline::event_for(&e));
-                return MessageAcceptance::Reject;
+                return PeerInsight::Invalid;
             }
         };
-        if body.insights.validate().is_err() {
-            self.reject(Some(source), "schema", ReputationEvent::SchemaInvalid);
-            return MessageAcceptance::Reject;
+        if from_origin && body.origin != source {
+            self.reject(
+                Some(source),
+                "origin_mismatch",
+                ReputationEvent::SchemaInvalid,
+            );
+            return PeerInsight::Invalid;
         }
         if body.origin == self.inner.peer_id {
-            return MessageAcceptance::Ignore;
+            return PeerInsight::Stale;
         }
         let standing = lock(&self.inner.state).rep.standing(&body.origin, now);
         if standing.refused
             || standing.hostile
             || standing.score < self.inner.cfg.acceptance.min_reputation_insights
         {
-            return MessageAcceptance::Ignore;
+            return PeerInsight::Refused;
         }
         let newer = self
             .inner
@@ -635,22 +689,48 @@ impl Node {
             .find(|(_, held)| held.origin == body.origin)
             .is_none_or(|(_, held)| held.seq < body.seq);
         if !newer {
-            return MessageAcceptance::Ignore;
+            return PeerInsight::Stale;
         }
-        if let Err(e) = self.inner.store.put_latest_insight(&b.record, &body) {
+        if let Err(e) = self.inner.store.put_latest_insight(record, &body) {
             tracing::warn!(error = %e, "storing an insight");
-            return MessageAcceptance::Ignore;
+            return PeerInsight::Refused;
         }
         self.charge(body.origin, ReputationEvent::ValidInsight, 1);
         self.emit(NodeEvent::InsightChanged {
             scope: format!("peer:{}", body.origin),
             optimal_quality_depth: body.insights.learned_preferences.optimal_quality_depth,
-            confidence: body
-                .insights
-                .get(insights::types::OPTIMAL_QUALITY_DEPTH)
-                .map_or(0.0, |i| i.confidence),
+            confidence: insight_confidence(&body),
         });
-        MessageAcceptance::Accept
+        PeerInsight::Stored(Box::new(body))
+    }
+
+    /// Parent side: a child offered its insight record with a request.
+    /// Validated like any insight (and its origin must be the child); kept
+    /// as the child's latest insight, counted, and the child's patterns we
+    /// lack are pulled (the child may be in another mesh, so no
+    /// announcement would bring them).
+    fn on_promotion(&self, child: PeerId, record: &SignedRecord, now: f64) {
+        match self.accept_peer_insight(child, record, now, true) {
+            PeerInsight::Stored(body) => {
+                self.inner.metrics.promotion_received();
+                {
+                    let mut st = lock(&self.inner.state);
+                    if st.promoted_by.contains_key(&child)
+                        || st.promoted_by.len() < MAX_TRACKED_CHILDREN
+                    {
+                        st.promoted_by.insert(child, body.seq);
+                    }
+                }
+                self.emit(NodeEvent::InsightChanged {
+                    scope: format!("promoted:{child}"),
+                    optimal_quality_depth: body.insights.learned_preferences.optimal_quality_depth,
+                    confidence: insight_confidence(&body),
+                });
+                self.start_pull(child, Pull::Have);
+            }
+            PeerInsight::Stale => {}
+            PeerInsight::Refused | PeerInsight::Invalid => self.inner.metrics.promotion_rejected(),
+        }
     }
 
     // ---- serving ---------------------------------------------------------
@@ -661,12 +741,14 @@ impl Node {
         request: PatternRequest,
         channel: ResponseChannel<PatternResponse>,
     ) {
+        let mut request = request;
         let refuse = |why: &str| PatternResponse {
             v: WIRE_VERSION,
             records: Vec::new(),
             more: false,
             next_cursor: None,
             error: Some(why.to_string()),
+            insight: None,
         };
         let now = now_secs();
         let response = if !self.sharing() {
@@ -692,6 +774,9 @@ impl Node {
             match allowed {
                 Err(why) => refuse(why),
                 Ok(()) => {
+                    if let Some(promoted) = request.promote.take() {
+                        self.on_promotion(peer, &promoted, now);
+                    }
                     let node = self.clone();
                     match tokio::task::spawn_blocking(move || node.answer(&request)).await {
                         Ok(Ok(resp)) => {
@@ -775,12 +860,20 @@ impl Node {
                 more = true;
             }
         }
+        // A peer catching up (`have`) also gets our own latest insight
+        // record: how a child inherits its parent's knowledge, in any mesh.
+        let insight = if req.have.is_some() {
+            self.current_own_insight(now_secs()).map(|(r, _)| r)
+        } else {
+            None
+        };
         Ok(PatternResponse {
             v: WIRE_VERSION,
             records,
             more,
             next_cursor,
             error: None,
+            insight,
         })
     }
 
@@ -881,7 +974,7 @@ impl Node {
             .max_patterns_per_response
             .clamp(1, MAX_RECORDS_PER_RESPONSE);
         let mut completed = false;
-        for _ in 0..MAX_PAGES_PER_SESSION {
+        for page_no in 0..MAX_PAGES_PER_SESSION {
             let frontier = self.inner.store.frontier();
             let request = match &mode {
                 Pull::Ranges(target) => {
@@ -898,6 +991,7 @@ impl Node {
                         filters: None,
                         cursor: None,
                         max_count: page as u32,
+                        promote: None,
                     }
                 }
                 Pull::Have => PatternRequest {
@@ -907,6 +1001,7 @@ impl Node {
                     filters: None,
                     cursor: None,
                     max_count: page as u32,
+                    promote: None,
                 },
             };
             // Pace pulls by the per-peer record budget: wait while the
@@ -917,7 +1012,7 @@ impl Node {
             if wait > 0.0 {
                 tokio::time::sleep(Duration::from_secs_f64(wait.min(30.0))).await;
             }
-            let resp = match self.inner.net.request(peer, request).await {
+            let mut resp = match self.inner.net.request(peer, request).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "pull failed");
@@ -930,6 +1025,10 @@ impl Node {
             }
             if resp.v != WIRE_VERSION {
                 break;
+            }
+            if let Some(rec) = resp.insight.take().filter(|_| page_no == 0) {
+                // The peer's own latest insight (inheritance from a parent).
+                self.accept_peer_insight(peer, &rec, now_secs(), true);
             }
             let more = resp.more;
             lock(&self.inner.state)
@@ -1099,39 +1198,35 @@ impl Node {
 
     // ---- learning views ------------------------------------------------------
 
-    /// Each stored origin's statistics with its learning weight (from
-    /// reputation: 0 for hostile or denied), anchor flag (this node and
-    /// operator-trusted peers) and newcomer flag: the input of robust
-    /// aggregation.
+    /// How much say `origin` has in our collective view: this node and the
+    /// parent are anchors (the parent is never a newcomer), operator-trusted
+    /// peers are anchors, everyone's weight comes from reputation.
+    fn origin_weight(&self, origin: &PeerId, now: f64) -> learning::OriginWeight {
+        if *origin == self.inner.peer_id {
+            return learning::OriginWeight {
+                weight: 1.0,
+                anchor: true,
+                newcomer: false,
+            };
+        }
+        let is_parent = self.inner.parent.as_ref().is_some_and(|(p, _)| p == origin);
+        let st = lock(&self.inner.state);
+        let s = st.rep.standing(origin, now);
+        learning::OriginWeight {
+            weight: s.weight,
+            anchor: is_parent || st.rep.trust(origin) == Trust::Trusted,
+            newcomer: s.newcomer && !is_parent,
+        }
+    }
+
+    /// Each stored origin's statistics with its learning weight, anchor and
+    /// newcomer flags (see [`Node::origin_weight`]): the input of robust
+    /// aggregation, built by the same function the offline CLI uses.
     pub fn origin_evidence(&self) -> Vec<OriginEvidence<PeerId>> {
         let now = now_secs();
-        let mut per_origin = self.inner.store.origin_stats();
-        // This node is always an anchor, even before it has data of its
-        // own: the newcomer budget is measured against established weight.
-        per_origin.entry(self.inner.peer_id).or_default();
-        let st = lock(&self.inner.state);
-        per_origin
-            .into_iter()
-            .map(|(origin, table)| {
-                if origin == self.inner.peer_id {
-                    return OriginEvidence {
-                        key: origin,
-                        table,
-                        weight: 1.0,
-                        anchor: true,
-                        newcomer: false,
-                    };
-                }
-                let s = st.rep.standing(&origin, now);
-                OriginEvidence {
-                    key: origin,
-                    table,
-                    weight: s.weight,
-                    anchor: st.rep.trust(&origin) == Trust::Trusted,
-                    newcomer: s.newcomer,
-                }
-            })
-            .collect()
+        learning::origin_evidence(&self.inner.store, &self.inner.peer_id, &|p| {
+            self.origin_weight(p, now)
+        })
     }
 
     /// The mesh's evidence, combined robustly (`metamesh_protocol::aggregate`):
@@ -1145,39 +1240,10 @@ impl Node {
     /// aggregate, the merged statistics and modes of the origins it kept,
     /// and each contributor's share (for `GET /v1/knowledge`).
     pub fn collective_report(&self) -> learning::Collective {
-        let origins = self.origin_evidence();
-        let aggregate = robust_aggregate(&origins, &RobustConfig::default());
-        let mut kept_table = DepthTable::default();
-        let mut kept_modes: BTreeMap<String, DepthStats> = BTreeMap::new();
-        let mut contributors = Vec::new();
-        for o in origins.iter().filter(|o| aggregate.used.contains(&o.key)) {
-            kept_table.merge(&o.table);
-            for (mode, st) in self.inner.store.origin_mode_stats(&o.key) {
-                kept_modes.entry(mode).or_default().merge(&st);
-            }
-            contributors.push(learning::Contributor {
-                peer_id: o.key.to_string(),
-                weight: o.weight,
-                patterns: o.table.total(),
-                anchor: o.anchor,
-                share: 0.0,
-            });
-        }
-        let total: f64 = contributors
-            .iter()
-            .map(|c| c.weight * c.patterns as f64)
-            .sum();
-        if total > 0.0 {
-            for c in contributors.iter_mut() {
-                c.share = c.weight * c.patterns as f64 / total;
-            }
-        }
-        learning::Collective {
-            aggregate,
-            kept_table,
-            kept_modes,
-            contributors,
-        }
+        let now = now_secs();
+        learning::collective(&self.inner.store, &self.inner.peer_id, &|p| {
+            self.origin_weight(p, now)
+        })
     }
 
     /// Plain merge of the statistics of the origins robust aggregation kept
@@ -1253,6 +1319,7 @@ impl Node {
                 self.announce().await;
             }
             self.maybe_broadcast_insights().await;
+            self.maybe_promote();
         }
     }
 
@@ -1302,20 +1369,25 @@ impl Node {
         }
     }
 
-    async fn maybe_broadcast_insights(&self) {
-        let now = now_secs();
+    /// Our current signed insight record: the cached one while our own
+    /// statistics are unchanged, else a freshly signed one (seq monotonic:
+    /// max(previous + 1, unix ms)), stored as our latest insight. `None`
+    /// while we have no patterns of our own.
+    fn current_own_insight(&self, now: f64) -> Option<(SignedRecord, InsightBody)> {
         let own = self.local_table();
-        let own_count = own.total();
+        if own.total() == 0 {
+            return None;
+        }
         let seq = {
-            let st = lock(&self.inner.state);
-            let min = self.inner.cfg.sharing.insight_min_interval_secs as f64;
-            if own_count == 0
-                || own_count == st.last_insight_own_count
-                || now - st.last_insight_at < min
-            {
-                return;
+            let mut st = lock(&self.inner.state);
+            if let Some((rec, body)) = &st.own_insight {
+                if body.stats == own {
+                    return Some((rec.clone(), body.clone()));
+                }
             }
-            st.insight_seq.max((now * 1000.0) as u64) + 1
+            let seq = st.insight_seq.max((now * 1000.0) as u64) + 1;
+            st.insight_seq = seq;
+            seq
         };
         let modes = self.inner.store.origin_mode_stats(&self.inner.peer_id);
         let body = InsightBody {
@@ -1327,9 +1399,35 @@ impl Node {
             insights: insights::compute(&own, Some(&modes), &Prior::default(), now),
         };
         let record = SignedRecord::sign_insight(&body, &self.inner.key);
+        if let Err(e) = self.inner.store.put_latest_insight(&record, &body) {
+            tracing::warn!(error = %e, "storing our insight record");
+        }
+        let mut st = lock(&self.inner.state);
+        if st.own_insight.as_ref().is_none_or(|(_, b)| b.seq < seq) {
+            st.own_insight = Some((record.clone(), body.clone()));
+        }
+        Some((record, body))
+    }
+
+    async fn maybe_broadcast_insights(&self) {
+        let now = now_secs();
+        let own_count = self.local_table().total();
+        {
+            let st = lock(&self.inner.state);
+            let min = self.inner.cfg.sharing.insight_min_interval_secs as f64;
+            if own_count == 0
+                || own_count == st.last_insight_own_count
+                || now - st.last_insight_at < min
+            {
+                return;
+            }
+        }
+        let Some((record, _)) = self.current_own_insight(now) else {
+            return;
+        };
         let data = GossipMessage::InsightBroadcast(InsightBroadcast {
             v: WIRE_VERSION,
-            record: record.clone(),
+            record,
         })
         .encode();
         if data.len() > MAX_GOSSIP_BYTES {
@@ -1341,14 +1439,87 @@ impl Node {
             Ok(()) => {
                 self.inner.metrics.bytes_sent(len);
                 let mut st = lock(&self.inner.state);
-                st.insight_seq = seq;
                 st.last_insight_at = now;
                 st.last_insight_own_count = own_count;
-                drop(st);
-                let _ = self.inner.store.put_latest_insight(&record, &body);
             }
             Err(e) => tracing::trace!(error = %e, "insight broadcast not published"),
         }
+    }
+
+    /// Child side: promote our signed insight record to the parent once our
+    /// own `optimal_quality_depth` confidence reaches
+    /// `promotion.min_confidence`, and again when the record changed, at
+    /// most once per `promotion.min_interval_secs`. The request carries our
+    /// frontier too, so the answer brings what the parent has that we lack.
+    fn maybe_promote(&self) {
+        let Some((parent, _)) = self.inner.parent.clone() else {
+            return;
+        };
+        let cfg = &self.inner.cfg.promotion;
+        let now = now_secs();
+        {
+            let st = lock(&self.inner.state);
+            if st.promoting
+                || !st.connected.contains(&parent)
+                || st
+                    .last_promotion
+                    .is_some_and(|(_, at)| now - at < cfg.min_interval_secs as f64)
+            {
+                return;
+            }
+        }
+        let Some((record, body)) = self.current_own_insight(now) else {
+            return;
+        };
+        if insight_confidence(&body) < cfg.min_confidence {
+            return;
+        }
+        {
+            let mut st = lock(&self.inner.state);
+            if st.promoting || st.last_promotion.is_some_and(|(seq, _)| seq == body.seq) {
+                return;
+            }
+            st.promoting = true;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            let page = node
+                .inner
+                .cfg
+                .limits
+                .max_patterns_per_response
+                .clamp(1, MAX_RECORDS_PER_RESPONSE);
+            let frontier = node.frontier_to_reveal(node.inner.store.frontier());
+            let request = PatternRequest {
+                v: WIRE_VERSION,
+                ranges: Vec::new(),
+                have: Some(sync::frontier_entries(&frontier).0),
+                filters: None,
+                cursor: None,
+                max_count: page as u32,
+                promote: Some(record),
+            };
+            let mut delivered = false;
+            match node.inner.net.request(parent, request).await {
+                Ok(resp) if resp.error.is_none() && resp.v == WIRE_VERSION => {
+                    delivered = true;
+                    node.inner.metrics.promotion_sent();
+                    let more = resp.more;
+                    node.ingest(parent, resp.records).await;
+                    if more {
+                        node.start_pull(parent, Pull::Have);
+                    }
+                }
+                Ok(resp) => {
+                    tracing::debug!(error = ?resp.error, "parent refused our promotion")
+                }
+                Err(e) => tracing::debug!(error = %e, "promotion to the parent failed"),
+            }
+            let mut st = lock(&node.inner.state);
+            st.promoting = false;
+            let prev = st.last_promotion.map_or(0, |(seq, _)| seq);
+            st.last_promotion = Some((if delivered { body.seq } else { prev }, now_secs()));
+        });
     }
 
     // ---- housekeeping -------------------------------------------------------------
@@ -1363,6 +1534,9 @@ impl Node {
                 _ = tick.tick() => {}
             }
             rounds += 1;
+            if rounds.is_multiple_of(PARENT_SYNC_ROUNDS) {
+                self.resync_parent().await;
+            }
             if rounds.is_multiple_of(30) {
                 // Origins whose reports stay inconsistent with the robust
                 // consensus lose reputation (at most once a minute).
@@ -1395,6 +1569,20 @@ impl Node {
             let classes: Vec<(&str, usize)> = classes.into_iter().collect();
             self.inner.metrics.set_reputation_classes(&classes);
             self.save_peer_addrs().await;
+        }
+    }
+
+    /// Keep the parent link alive across meshes: re-dial the parent when we
+    /// are not connected, else pull what it gained since (no announcement
+    /// crosses meshes).
+    async fn resync_parent(&self) {
+        let Some((parent, addr)) = self.inner.parent.clone() else {
+            return;
+        };
+        if lock(&self.inner.state).connected.contains(&parent) {
+            self.start_pull(parent, Pull::Have);
+        } else if let Err(e) = self.inner.net.dial(addr).await {
+            tracing::debug!(error = %e, "re-dialling the parent");
         }
     }
 
@@ -1441,6 +1629,13 @@ impl Node {
 /// Resolves once the shutdown flag is set.
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Confidence (P(best)) of an insight record's `optimal_quality_depth`.
+fn insight_confidence(body: &InsightBody) -> f64 {
+    body.insights
+        .get(insights::types::OPTIMAL_QUALITY_DEPTH)
+        .map_or(0.0, |i| i.confidence)
 }
 
 /// Approximate encoded size of a record on the wire.
@@ -1548,7 +1743,27 @@ impl NodeApi for Node {
     }
 
     async fn knowledge_transfer(&self) -> Result<learning::KnowledgeTransfer, ApiError> {
-        Ok(learning::knowledge_transfer(&self.collective_report()))
+        let mut k = learning::knowledge_transfer(&self.collective_report());
+        let parent = self.inner.parent.as_ref().map(|(p, _)| *p);
+        let children = lock(&self.inner.state).promoted_by.clone();
+        if parent.is_some() || !children.is_empty() {
+            for (_, body) in self.inner.store.latest_insights() {
+                let held = || learning::HeldInsight {
+                    peer_id: body.origin.to_string(),
+                    seq: body.seq,
+                    patterns: body.stats.total(),
+                    optimal_quality_depth: body.insights.learned_preferences.optimal_quality_depth,
+                    confidence: insight_confidence(&body),
+                };
+                if Some(body.origin) == parent {
+                    k.parent = Some(held());
+                }
+                if children.contains_key(&body.origin) {
+                    k.promoted_children.push(held());
+                }
+            }
+        }
+        Ok(k)
     }
 
     async fn recommend(&self, atp: f64, strategy: String) -> Result<Recommendation, ApiError> {

@@ -200,6 +200,11 @@ pub struct PatternRequest {
     pub cursor: Option<Cursor>,
     /// Most records wanted in the answer (the responder applies its own cap too).
     pub max_count: u32,
+    /// Parent/child promotion (added in wire v1, optional): the requester's
+    /// own signed insight record (kind `Insight`, origin = the requester),
+    /// offered to a parent. Older peers omit it and ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<SignedRecord>,
 }
 
 /// `pattern_response`.
@@ -215,6 +220,30 @@ pub struct PatternResponse {
     /// Set when the request was refused (rate limit, bad request).
     #[serde(default)]
     pub error: Option<String>,
+    /// Parent/child inheritance (added in wire v1, optional): the
+    /// responder's latest signed insight record of its own, when the request
+    /// asked with `have` (a catching-up peer). Older peers omit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insight: Option<SignedRecord>,
+}
+
+/// An optional record carried in a request or response must be one
+/// envelope within the record bounds.
+fn bound_record(field: &'static str, r: &SignedRecord) -> Result<(), WireError> {
+    if r.body.len() > crate::record::MAX_BODY_BYTES
+        || r.signer.len() + r.signature.len()
+            > crate::record::MAX_RECORD_BYTES - crate::record::MAX_BODY_BYTES
+    {
+        return Err(WireError::Bound {
+            field,
+            reason: format!(
+                "record of {} body bytes; the limit is {}",
+                r.body.len(),
+                crate::record::MAX_BODY_BYTES
+            ),
+        });
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -289,6 +318,9 @@ impl PatternRequest {
         if let Some(f) = &self.filters {
             f.validate()?;
         }
+        if let Some(r) = &self.promote {
+            bound_record("promote", r)?;
+        }
         Ok(())
     }
 }
@@ -303,6 +335,9 @@ impl PatternResponse {
         check_version(probe.v)?;
         let resp: PatternResponse = codec::from_cbor(bytes, MAX_RESPONSE_BYTES)?;
         bound("records", resp.records.len(), MAX_RECORDS_PER_RESPONSE)?;
+        if let Some(r) = &resp.insight {
+            bound_record("insight", r)?;
+        }
         Ok(resp)
     }
 }
@@ -350,6 +385,7 @@ mod tests {
             filters: None,
             cursor: None,
             max_count: 10,
+            promote: None,
         };
         assert_eq!(
             PatternRequest::decode(&r.encode()).unwrap_err(),
@@ -381,9 +417,112 @@ mod tests {
             filters: None,
             cursor: None,
             max_count: 10,
+            promote: None,
         };
         assert_eq!(
             PatternRequest::decode(&r.encode()).unwrap_err().reason(),
+            "bounds"
+        );
+    }
+
+    fn insight_record(i: u8) -> SignedRecord {
+        let key = Keypair::ed25519_from_bytes([i; 32]).unwrap();
+        let body = crate::InsightBody {
+            v: crate::record::BODY_VERSION,
+            origin: key.public().to_peer_id(),
+            seq: 7,
+            computed_at: 1_700_000_000.0,
+            stats: Default::default(),
+            insights: Default::default(),
+        };
+        SignedRecord::sign_insight(&body, &key)
+    }
+
+    #[test]
+    fn promotion_and_inheritance_fields_round_trip() {
+        let req = PatternRequest {
+            v: WIRE_VERSION,
+            ranges: vec![],
+            have: Some(vec![FrontierEntry {
+                origin: peer(2),
+                seq: 3,
+            }]),
+            filters: None,
+            cursor: None,
+            max_count: 10,
+            promote: Some(insight_record(2)),
+        };
+        assert_eq!(PatternRequest::decode(&req.encode()).unwrap(), req);
+        let resp = PatternResponse {
+            v: WIRE_VERSION,
+            records: vec![],
+            more: false,
+            next_cursor: None,
+            error: None,
+            insight: Some(insight_record(3)),
+        };
+        assert_eq!(PatternResponse::decode(&resp.encode()).unwrap(), resp);
+    }
+
+    #[test]
+    fn messages_without_the_new_fields_still_decode() {
+        // What an older peer sends: the same maps without promote / insight.
+        #[derive(Serialize)]
+        struct OldRequest {
+            v: u16,
+            ranges: Vec<SeqRange>,
+            max_count: u32,
+        }
+        #[derive(Serialize)]
+        struct OldResponse {
+            v: u16,
+            records: Vec<SignedRecord>,
+            more: bool,
+        }
+        let req = PatternRequest::decode(&codec::to_cbor(&OldRequest {
+            v: WIRE_VERSION,
+            ranges: vec![],
+            max_count: 5,
+        }))
+        .unwrap();
+        assert_eq!(req.promote, None);
+        assert_eq!(req.max_count, 5);
+        let resp = PatternResponse::decode(&codec::to_cbor(&OldResponse {
+            v: WIRE_VERSION,
+            records: vec![],
+            more: true,
+        }))
+        .unwrap();
+        assert_eq!(resp.insight, None);
+        assert!(resp.more);
+        // And an unset field is not written at all (old peers see old bytes).
+        let plain = PatternRequest {
+            v: WIRE_VERSION,
+            ranges: vec![],
+            have: None,
+            filters: None,
+            cursor: None,
+            max_count: 5,
+            promote: None,
+        };
+        assert!(!plain.encode().windows(7).any(|w| w == b"promote"));
+    }
+
+    #[test]
+    fn an_oversized_promoted_record_is_refused() {
+        let mut r = insight_record(4);
+        r.body = vec![0u8; crate::record::MAX_BODY_BYTES + 1];
+        let req = PatternRequest {
+            v: WIRE_VERSION,
+            ranges: vec![],
+            have: None,
+            filters: None,
+            cursor: None,
+            max_count: 5,
+            promote: Some(r),
+        };
+        assert_eq!(
+            PatternRequest::decode(&req.encode()).unwrap_err().reason(),
             "bounds"
         );
     }

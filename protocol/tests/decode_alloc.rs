@@ -199,6 +199,7 @@ fn decoding_never_allocates_beyond_the_bound() {
         more: false,
         next_cursor: None,
         error: None,
+        insight: None,
     };
     let bytes = resp.encode();
     let used = allocated_by(|| {
@@ -254,6 +255,7 @@ fn decoding_never_allocates_beyond_the_bound() {
         filters: None,
         cursor: None,
         max_count: 10,
+        promote: None,
     };
     let bytes = req.encode();
     let used = allocated_by(|| {

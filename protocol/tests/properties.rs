@@ -203,6 +203,7 @@ fn arb_request() -> impl Strategy<Value = PatternRequest> {
                 filters,
                 cursor,
                 max_count,
+                promote: None,
             },
         )
 }
@@ -220,6 +221,7 @@ fn arb_response() -> impl Strategy<Value = PatternResponse> {
             more,
             next_cursor,
             error,
+            insight: None,
         })
 }
 

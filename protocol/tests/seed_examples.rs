@@ -280,6 +280,7 @@ fn request_example_filters_parse_and_apply() {
         max_count: f.max_count.unwrap_or(0),
         filters: Some(f),
         cursor: None,
+        promote: None,
     };
     assert_eq!(PatternRequest::decode(&req.encode()).unwrap(), req);
 }
@@ -316,6 +317,7 @@ fn response_example_patterns_parse_and_travel_signed() {
         more: false,
         next_cursor: None,
         error: None,
+        insight: None,
     };
     let back = PatternResponse::decode(&resp.encode()).unwrap();
     assert_eq!(back, resp);

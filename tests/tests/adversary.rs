@@ -59,6 +59,7 @@ async fn bad_signatures_are_rejected_counted_not_stored_not_forwarded() {
                         more: false,
                         next_cursor: None,
                         error: None,
+                        insight: None,
                     };
                     let _ = rogue.respond(channel, resp).await;
                 }
