@@ -60,6 +60,8 @@ async fn child_in_another_mesh_inherits_and_promotes() {
             .any(|x| x["peer_id"] == p_id.to_string() && x["anchor"] == true),
         "{k}"
     );
+    assert_eq!(k["parent"]["peer_id"], p_id.to_string(), "{k}");
+    assert_eq!(k["parent"]["patterns"], 6, "{k}");
     // Not confident yet (no patterns of its own): nothing promoted.
     let s = get_json(&p.api(), "/v1/stats").await;
     assert_eq!(s["metrics"]["promotions_received"], 0, "{s}");
