@@ -945,6 +945,25 @@ mod tests {
     }
 
     #[test]
+    fn promotion_from_file_and_environment() {
+        let c = Config::from_toml_str("[promotion]\nmin_confidence = 0.8\n").unwrap();
+        assert_eq!(c.promotion.min_confidence, 0.8);
+        assert_eq!(c.promotion.min_interval_secs, 60);
+        let c = Config::load_with_env(
+            None,
+            &no_args(),
+            &env(&[
+                ("METAMESH_PROMOTION_MIN_CONFIDENCE", "0.95"),
+                ("METAMESH_PROMOTION_MIN_INTERVAL_SECS", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.promotion.min_confidence, 0.95);
+        assert_eq!(c.promotion.min_interval_secs, 5);
+        assert!(Config::from_toml_str("[promotion]\nmin_confidense = 0.8\n").is_err());
+    }
+
+    #[test]
     fn parent_from_environment() {
         let parent = format!("/ip4/10.0.0.1/udp/4001/quic-v1/p2p/{PEER_A}");
         let c =

@@ -27,8 +27,10 @@ async fn sharing_off_nothing_leaves_the_node() {
         b.pattern_count() == 2
     })
     .await;
+    // (S may also have pulled A's second from B, depending on timing: a
+    // sharing-off node still pulls.)
     wait_until("S holds its own three and A's first", || async {
-        s.pattern_count() == 4
+        s.pattern_count() >= 4
     })
     .await;
     // Give announcements a few intervals to do harm, then check the barrier again.
