@@ -513,7 +513,7 @@ impl Node {
                 channel,
             } => {
                 let node = self.clone();
-                tokio::spawn(async move { node.serve(peer, request, channel).await });
+                tokio::spawn(async move { node.serve(peer, *request, channel).await });
             }
             NetEvent::PeerConnected { peer } => {
                 let denied = lock(&self.inner.state).rep.is_denied(&peer);

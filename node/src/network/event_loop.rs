@@ -77,7 +77,9 @@ pub enum NetEvent {
     /// An inbound `pattern_request`; answer with [`super::NetworkHandle::respond`].
     Request {
         peer: PeerId,
-        request: PatternRequest,
+        /// Boxed: a request (with its optional promoted record) is much
+        /// larger than the other events.
+        request: Box<PatternRequest>,
         channel: ResponseChannel<PatternResponse>,
     },
     PeerConnected {
@@ -404,7 +406,7 @@ impl EventLoop {
                     // sees a failure and retries later.
                     let _ = self.emit(NetEvent::Request {
                         peer,
-                        request,
+                        request: Box::new(request),
                         channel,
                     });
                 }
