@@ -159,6 +159,21 @@ impl RecordError {
     }
 }
 
+/// Checks shared by every body kind: supported version, origin = the
+/// verified signer, and a real sequence number.
+fn check_header(v: u16, origin: &PeerId, seq: u64, signer: &PeerId) -> Result<(), RecordError> {
+    if v != BODY_VERSION {
+        return Err(RecordError::UnsupportedVersion(v));
+    }
+    if origin != signer {
+        return Err(RecordError::OriginMismatch);
+    }
+    if seq == 0 {
+        return Err(RecordError::BadSeq);
+    }
+    Ok(())
+}
+
 /// The ed25519 public key embedded in an ed25519 `PeerId`.
 pub fn ed25519_key_of(peer: &PeerId) -> Option<libp2p_identity::ed25519::PublicKey> {
     let mh = peer.as_ref();
@@ -248,15 +263,7 @@ impl SignedRecord {
         now: f64,
     ) -> Result<PatternBody, RecordError> {
         let body: PatternBody = codec::from_cbor(&self.body, MAX_BODY_BYTES)?;
-        if body.v != BODY_VERSION {
-            return Err(RecordError::UnsupportedVersion(body.v));
-        }
-        if body.origin != signer {
-            return Err(RecordError::OriginMismatch);
-        }
-        if body.seq == 0 {
-            return Err(RecordError::BadSeq);
-        }
+        check_header(body.v, &body.origin, body.seq, &signer)?;
         body.pattern.validate(now)?;
         Ok(body)
     }
@@ -268,15 +275,7 @@ impl SignedRecord {
         }
         let signer = self.verify_signature()?;
         let body: InsightBody = codec::from_cbor(&self.body, MAX_BODY_BYTES)?;
-        if body.v != BODY_VERSION {
-            return Err(RecordError::UnsupportedVersion(body.v));
-        }
-        if body.origin != signer {
-            return Err(RecordError::OriginMismatch);
-        }
-        if body.seq == 0 {
-            return Err(RecordError::BadSeq);
-        }
+        check_header(body.v, &body.origin, body.seq, &signer)?;
         if !body.computed_at.is_finite() {
             return Err(SchemaError::new("computed_at", "must be finite").into());
         }
