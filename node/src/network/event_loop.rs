@@ -299,17 +299,15 @@ impl EventLoop {
                 peer,
                 addresses,
                 ..
-            })) => {
-                if self.connected.len() < self.cfg.target_peers
-                    && !self.connected.contains(&peer)
-                    && peer != *self.swarm.local_peer_id()
-                    && !self.cfg.denied.contains(&peer)
-                {
-                    let opts = DialOpts::peer_id(peer)
-                        .addresses(addresses.into_vec())
-                        .build();
-                    let _ = self.swarm.dial(opts);
-                }
+            })) if self.connected.len() < self.cfg.target_peers
+                && !self.connected.contains(&peer)
+                && peer != *self.swarm.local_peer_id()
+                && !self.cfg.denied.contains(&peer) =>
+            {
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addresses.into_vec())
+                    .build();
+                let _ = self.swarm.dial(opts);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -332,13 +330,11 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    self.connected.remove(&peer_id);
-                    let _ = self.emit(NetEvent::PeerDisconnected { peer: peer_id });
-                }
+                self.connected.remove(&peer_id);
+                let _ = self.emit(NetEvent::PeerDisconnected { peer: peer_id });
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
