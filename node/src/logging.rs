@@ -1,9 +1,11 @@
-//! tracing setup: `RUST_LOG` filter (default `info`), optional JSON lines.
+//! tracing setup: `RUST_LOG` filter (default given by the command), optional JSON lines.
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// `default_filter` applies when `RUST_LOG` is unset.
+pub fn init(json: bool, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -7,7 +7,13 @@ use metamesh_node::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    metamesh_node::logging::init(cli.log_json);
+    // The swarm runs many nodes in one process and prints its own report:
+    // their per-node info logs would drown it.
+    let default_filter = match cli.command {
+        Command::Swarm(_) => "warn",
+        _ => "info",
+    };
+    metamesh_node::logging::init(cli.log_json, default_filter);
     let result = match cli.command {
         Command::Init(a) => metamesh_node::cli::offline::init(&cli.global, a),
         Command::Id(a) => metamesh_node::cli::offline::id(&cli.global, a),
