@@ -190,28 +190,22 @@ impl ReputationBook {
         }
     }
 
+    /// A peer's state, or a newcomer's for a peer we have not met.
+    fn state_or_new(&self, peer: &PeerId, now: f64) -> std::borrow::Cow<'_, ReputationState> {
+        match self.states.get(peer) {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(ReputationState::new(now)),
+        }
+    }
+
     pub fn standing(&self, peer: &PeerId, now: f64) -> Standing {
-        let fresh;
-        let st = match self.states.get(peer) {
-            Some(s) => s,
-            None => {
-                fresh = ReputationState::new(now);
-                &fresh
-            }
-        };
-        reputation::standing(st, self.trust(peer), now, &self.policy)
+        let st = self.state_or_new(peer, now);
+        reputation::standing(&st, self.trust(peer), now, &self.policy)
     }
 
     pub fn app_score(&self, peer: &PeerId, now: f64) -> f64 {
-        let fresh;
-        let st = match self.states.get(peer) {
-            Some(s) => s,
-            None => {
-                fresh = ReputationState::new(now);
-                &fresh
-            }
-        };
-        reputation::gossipsub_app_score_at(st, self.trust(peer), now, &self.policy)
+        let st = self.state_or_new(peer, now);
+        reputation::gossipsub_app_score_at(&st, self.trust(peer), now, &self.policy)
     }
 
     pub fn state(&self, peer: &PeerId) -> Option<&ReputationState> {

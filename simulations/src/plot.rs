@@ -74,7 +74,8 @@ where
     Ok(())
 }
 
-fn find<'a>(
+/// The summary of one cell of the matrix, if it was run.
+pub fn find<'a>(
     s: &'a [Summary],
     honest: usize,
     adv: &str,

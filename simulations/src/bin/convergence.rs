@@ -46,18 +46,6 @@ struct Args {
     resync: usize,
 }
 
-fn find<'a>(
-    s: &'a [Summary],
-    honest: usize,
-    adv: &str,
-    agg: &str,
-    strat: &str,
-) -> Option<&'a Summary> {
-    s.iter().find(|x| {
-        x.honest == honest && x.adversary == adv && x.aggregation == agg && x.strategy == strat
-    })
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     anyhow::ensure!((0.0..1.0).contains(&args.loss), "--loss: must be in [0, 1)");
@@ -150,7 +138,7 @@ fn main() -> Result<()> {
     std::fs::write(args.out.join("runs.csv"), runs_csv).context("writing runs.csv")?;
     plot::write_all(&summaries, &args.out)?;
 
-    let get = |h: usize, adv: &str, agg: &str, st: &str| find(&summaries, h, adv, agg, st);
+    let get = |h: usize, adv: &str, agg: &str, st: &str| plot::find(&summaries, h, adv, agg, st);
     let metric = |h, adv, agg, st, f: fn(&Summary) -> f64| get(h, adv, agg, st).map_or(f64::NAN, f);
     let alone = metric(1, "none", "robust", "posterior", |s| s.median_rounds);
     let n10 = metric(10, "none", "robust", "posterior", |s| s.median_rounds);
