@@ -50,6 +50,18 @@ pub struct Summary {
     pub median_rounds_easy: f64,
 }
 
+/// The adversary cases of the matrix, in report order (names as in
+/// `Summary::adversary`).
+pub const ADVERSARY_CASES: [&str; 7] = [
+    "liars10",
+    "liars30",
+    "camouflaged10",
+    "camouflaged30",
+    "flooders10",
+    "flooders30",
+    "sybil",
+];
+
 pub fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;

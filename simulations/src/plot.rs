@@ -131,15 +131,7 @@ fn speedup(s: &[Summary], out: &Path) -> Result<()> {
 /// of the accuracy at the budget round (y 0–1, grid every 0.1; grey line at
 /// the 0.95 goal). Posterior strategy.
 fn accuracy(s: &[Summary], out: &Path) -> Result<()> {
-    let advs = [
-        "liars10",
-        "liars30",
-        "camouflaged10",
-        "camouflaged30",
-        "flooders10",
-        "flooders30",
-        "sybil",
-    ];
+    let advs = crate::matrix::ADVERSARY_CASES;
     let root = BitMapBackend::new(out, (800, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(e)?;
     let xmax = advs.len() as f64 * 4.0;

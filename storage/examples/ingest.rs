@@ -24,6 +24,8 @@
 //! Prints rates, ratios, and where the ingest time goes.
 #![allow(clippy::unwrap_used)]
 
+use rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::time::{Duration, Instant};
 
 use libp2p_identity::Keypair;
@@ -36,30 +38,15 @@ use metamesh_storage::{InsertOutcome, Store, StoreConfig};
 const ORIGINS: usize = 10;
 const NOW: f64 = 1_800_000_000.0;
 
-/// splitmix64: deterministic pseudo-random numbers without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// A pattern shaped like the seed's examples (the million benchmark's
 /// generator): ids, timestamp, platform, depth, mode, quality, ATP.
-fn pattern(rng: &mut Rng, i: usize) -> Pattern {
+fn pattern(rng: &mut ChaCha8Rng, i: usize) -> Pattern {
     let means = [0.30, 0.45, 0.58, 0.63, 0.64];
     let modes = ["general", "verifying", "exploring", "integrating"];
-    let d = (rng.next() % 5) as usize;
-    let q = (means[d] + (rng.unit() - 0.5) * 0.4).clamp(0.0, 1.0);
+    let d = (rng.gen_range(0..5)) as usize;
+    let q = (means[d] + (rng.gen::<f64>() - 0.5) * 0.4).clamp(0.0, 1.0);
     let q = (q * 1e6).round() / 1e6;
-    let before = 50.0 + (rng.unit() * 1000.0).round() / 10.0;
+    let before = 50.0 + (rng.gen::<f64>() * 1000.0).round() / 10.0;
     let cost = [4.0, 9.0, 20.0, 35.0, 60.0][d];
     let v = serde_json::json!({
         "pattern_id": format!("gen-{i}"),
@@ -232,7 +219,7 @@ fn main() {
     // ---- generate ----------------------------------------------------------
     let t = Instant::now();
     let keys: Vec<Keypair> = (0..ORIGINS).map(|_| Keypair::generate_ed25519()).collect();
-    let mut rng = Rng(7);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut seqs = [0u64; ORIGINS];
     let mut records = Vec::with_capacity(k);
     let mut json_bytes = 0usize;

@@ -15,6 +15,8 @@
 //!    as the baseline, and prints the ratios.
 #![allow(clippy::unwrap_used)]
 
+use rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,31 +57,16 @@ fn dir_size(p: &Path) -> u64 {
     total
 }
 
-/// splitmix64: deterministic pseudo-random numbers without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 fn generate(path: &Path, n: u64) {
     let mut w = BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut rng = Rng(7);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
     let means = [0.30, 0.45, 0.58, 0.63, 0.64];
     let modes = ["general", "verifying", "exploring", "integrating"];
     for i in 0..n {
-        let d = (rng.next() % 5) as usize;
-        let q = (means[d] + (rng.unit() - 0.5) * 0.4).clamp(0.0, 1.0);
+        let d = (rng.gen_range(0..5)) as usize;
+        let q = (means[d] + (rng.gen::<f64>() - 0.5) * 0.4).clamp(0.0, 1.0);
         let q = (q * 1e6).round() / 1e6;
-        let before = 50.0 + (rng.unit() * 1000.0).round() / 10.0;
+        let before = 50.0 + (rng.gen::<f64>() * 1000.0).round() / 10.0;
         let cost = [4.0, 9.0, 20.0, 35.0, 60.0][d];
         writeln!(
             w,

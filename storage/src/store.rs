@@ -205,6 +205,19 @@ fn abort<T>(e: StoreError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
+/// Read `key` from `tree` inside a transaction and decode it; the default
+/// when absent; a decode failure aborts the transaction.
+fn load_or_default<T: Default>(
+    tree: &TransactionalTree,
+    key: &[u8],
+    decode: fn(&[u8]) -> Result<T, StoreError>,
+) -> TxResult<T> {
+    match tree.get(key)? {
+        Some(v) => decode(&v).or_else(abort),
+        None => Ok(T::default()),
+    }
+}
+
 fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
@@ -294,26 +307,14 @@ impl BatchState {
 
     fn add_stats(&mut self, t: &[TransactionalTree], origin: &PeerId, p: &Pattern) -> TxResult<()> {
         if !self.stats.contains_key(origin) {
-            let table = match t[STATS].get(origin.to_bytes())? {
-                Some(v) => match decode_table(&v) {
-                    Ok(t) => t,
-                    Err(e) => return abort(e),
-                },
-                None => DepthTable::default(),
-            };
+            let table = load_or_default(&t[STATS], &origin.to_bytes(), decode_table)?;
             self.stats.insert(*origin, table);
         }
         if let Some(table) = self.stats.get_mut(origin) {
             table.add_pattern(p);
         }
         if !self.modes.contains_key(origin) {
-            let modes = match t[MODE_STATS].get(origin.to_bytes())? {
-                Some(v) => match decode_modes(&v) {
-                    Ok(m) => m,
-                    Err(e) => return abort(e),
-                },
-                None => BTreeMap::new(),
-            };
+            let modes = load_or_default(&t[MODE_STATS], &origin.to_bytes(), decode_modes)?;
             self.modes.insert(*origin, modes);
         }
         if let Some(modes) = self.modes.get_mut(origin) {
@@ -328,13 +329,7 @@ impl BatchState {
                 .add(p.quality_achieved, p.success, p.atp_cost());
         }
         if self.merged.is_none() {
-            let merged = match t[META].get(META_MERGED)? {
-                Some(v) => match decode_table(&v) {
-                    Ok(t) => t,
-                    Err(e) => return abort(e),
-                },
-                None => DepthTable::default(),
-            };
+            let merged = load_or_default(&t[META], META_MERGED, decode_table)?;
             self.merged = Some(merged);
         }
         if let Some(m) = self.merged.as_mut() {

@@ -151,15 +151,7 @@ fn main() -> Result<()> {
         }
     }
     let mut adversarial = serde_json::Map::new();
-    for adv in [
-        "liars10",
-        "liars30",
-        "camouflaged10",
-        "camouflaged30",
-        "flooders10",
-        "flooders30",
-        "sybil",
-    ] {
+    for adv in metamesh_simulations::matrix::ADVERSARY_CASES {
         for agg in ["naive", "seed_weighting", "robust"] {
             if let Some(s) = get(10, adv, agg, "posterior") {
                 adversarial.insert(
