@@ -436,6 +436,7 @@ impl Store {
     /// Open (or create) the store at `path`.
     pub fn open(path: &Path, cfg: &StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(path)?;
+        crate::recovery::before_open(path)?; // partial snapshots aside (issue 12 #1)
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cfg.cache_capacity_bytes)
@@ -466,6 +467,7 @@ impl Store {
             }),
         };
         store.check_schema()?;
+        crate::recovery::after_open(&store)?; // refuse a truncated log (issue 12 #3)
         Ok(store)
     }
 
@@ -524,8 +526,7 @@ impl Store {
 
     /// The durability point: every write made before this returns survives a crash.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.inner.db.flush()?;
-        Ok(())
+        crate::recovery::flush_with_mark(self, || self.inner.db.flush())
     }
 
     /// Bytes sled occupies on disk.
