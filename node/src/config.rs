@@ -44,8 +44,9 @@ pub const MAX_TRUST_ENTRIES: usize = 4096;
 const ENV_PREFIX: &str = "METAMESH_";
 /// `METAMESH_*` variables that are not configuration keys: the CLI's own
 /// and the test and script harnesses'.
-pub const CLI_ENV_VARS: [&str; 4] = [
+pub const CLI_ENV_VARS: [&str; 5] = [
     "METAMESH_DATA_DIR",
+    "METAMESH_GIT_COMMIT",
     "METAMESH_CONFIG",
     "METAMESH_BIN",
     "METAMESH_CRASH_WRITER_DIR",
@@ -680,6 +681,10 @@ pub fn env_var_names() -> Vec<String> {
     names
 }
 
+fn env_tail(s: &str) -> &str {
+    s.strip_prefix(ENV_PREFIX).unwrap_or(s)
+}
+
 /// Warnings for `METAMESH_*` variables that name no configuration key and
 /// are not the CLI's own, each with the nearest valid name when one is close.
 pub fn unknown_env_vars(env: &[(String, String)]) -> Vec<String> {
@@ -696,7 +701,8 @@ pub fn unknown_env_vars(env: &[(String, String)]) -> Vec<String> {
             .iter()
             .map(String::as_str)
             .chain(CLI_ENV_VARS)
-            .map(|n| (strsim::jaro_winkler(var, n), n))
+            // Compare what follows the shared prefix.
+            .map(|n| (strsim::jaro_winkler(env_tail(var), env_tail(n)), n))
             .max_by(|a, b| a.0.total_cmp(&b.0))
             .filter(|(score, _)| *score >= 0.85)
             .map(|(_, n)| n);

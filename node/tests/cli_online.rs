@@ -251,7 +251,7 @@ fn foreign_patterns(store_dir: &Path, key: &Keypair, n: u64) {
         )
         .unwrap();
         let rec = SignedRecord::sign_pattern(p, i, key);
-        let body = rec.open_pattern().unwrap();
+        let body = rec.open_pattern(1.8e9).unwrap();
         store.insert(&rec, &body).unwrap();
     }
     store.flush().unwrap();

@@ -153,8 +153,9 @@ pub(crate) fn connect(g: &GlobalArgs) -> Result<Target> {
                 ),
             )),
             None => bail!(
-                "the store {} is held by another process (a node starting up, or another \
-                 metamesh command) and no API address is published in {}; try again shortly",
+                "the store {} is locked by another process (a running node still starting up, \
+                 or another metamesh command) and no API address is published in {}; try \
+                 again shortly",
                 path.display(),
                 dd.api_addr_path().display()
             ),
