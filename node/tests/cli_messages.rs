@@ -72,8 +72,8 @@ fn record_values_are_checked_with_clear_messages() {
         (
             "0.5",
             "100",
-            "-inf",
-            "--atp-after: must be a finite number, got -inf",
+            "NaN",
+            "--atp-after: must be a finite number, got NaN",
         ),
     ] {
         let o = record(
