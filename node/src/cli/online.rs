@@ -682,7 +682,13 @@ fn export_paged(c: &ApiClient, out: &mut Out) -> Result<u64> {
         if let Some(cur) = &cursor {
             q.push(("cursor", cur.clone()));
         }
-        let page: Page = c.get("/v1/patterns", &q)?;
+        let page: Page = match c.get("/v1/patterns", &q) {
+            // A node without paging refuses the parameter: one plain page.
+            Err(e) if cursor.is_none() && format!("{e}").contains("field paged") => {
+                c.get("/v1/patterns", &[("max_count", PAGE.to_string())])?
+            }
+            r => r?,
+        };
         let (patterns, next) = match page {
             Page::Paged {
                 patterns,
