@@ -59,12 +59,16 @@ async fn writes_need_json_same_origin_and_a_known_host() {
     let own = format!("http://{}", s.addr);
     let (status, body) = post_with(
         &s,
-        &[json, ("origin", &own), ("sec-fetch-site", "same-origin")],
+        &[
+            json,
+            ("origin", own.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ],
     )
     .await;
     assert_eq!(status, 201, "{body}");
     let own = format!("http://localhost:{}", s.addr.port());
-    let (status, _) = post_with(&s, &[json, ("origin", &own)]).await;
+    let (status, _) = post_with(&s, &[json, ("origin", own.as_str())]).await;
     assert_eq!(status, 201);
     let (status, _) = post_with(&s, &[("content-type", "application/json; charset=utf-8")]).await;
     assert_eq!(status, 201);
