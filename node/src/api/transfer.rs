@@ -450,7 +450,7 @@ mod tests {
         assert!(parse_line(b"   ", 1, &d, &mut r).is_none());
         assert!(parse_line(b"{nope", 2, &d, &mut r).is_none());
         assert!(parse_line(b"[1]", 3, &d, &mut r).is_none());
-        let bad = br#"{"depth_used":"DEEP","quality_achieved":1.5,"success":true,"atp_before":1,"atp_after":0}"#;
+        let bad = br#"{"depth_used":"DEEP","quality_achieved":1.5,"success":true,"atp_before":1,"atp_after":0,"timestamp":1.7e9,"pattern_id":"y"}"#;
         assert!(parse_line(bad, 4, &d, &mut r).is_none());
         let good = br#"{"depth_used":"DEEP","quality_achieved":0.5,"success":true,"atp_before":1,"atp_after":0,"timestamp":1.7e9,"pattern_id":"x"}"#;
         let (p, k) = parse_line(good, 5, &d, &mut r).expect("valid");
