@@ -269,27 +269,25 @@ async fn a_503_means_nothing_was_stored_and_admitted_writes_finish() {
     // While it holds the only permit, another write is refused — and
     // nothing of it is stored.
     let start = Instant::now();
-    loop {
-        let (status, body) = s.post("/v1/patterns", pattern_json(0.9).to_string()).await;
-        if status == 503 {
-            assert_error(&body, None);
-            assert!(
-                body["error"].as_str().unwrap().contains("nothing was done"),
-                "{body}"
-            );
-            break;
-        }
-        // The slow write may not have been admitted yet; then this one was.
-        assert_eq!(status, 201, "{body}");
-        assert!(start.elapsed() < DEADLINE, "never saw the permit taken");
+    while s.node.inner.slow_calls.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the slow write never reached the node"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let (status, body) = s.post("/v1/patterns", pattern_json(0.9).to_string()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_error(&body, None);
+    assert!(
+        body["error"].as_str().unwrap().contains("nothing was done"),
+        "{body}"
+    );
     let resp = tokio::time::timeout(DEADLINE, slow).await.unwrap().unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     let stored = s.node.stored();
-    assert!(
-        stored.iter().any(|p| p.quality_achieved == 0.3),
-        "the slow write is stored"
-    );
+    assert_eq!(stored.len(), 1, "only the admitted write is stored");
+    assert_eq!(stored[0].quality_achieved, 0.3);
     let answered_201 = stored.len();
     s.node.inner.submit_delay_ms.store(0, Ordering::SeqCst);
     let (_, list) = s.get("/v1/patterns?max_count=1000").await;

@@ -71,6 +71,7 @@ impl NodeApi for FakeNode {
         }
         let delay = self.inner.submit_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
+            self.inner.slow_calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         let mut stored = self.inner.stored.lock().unwrap();
