@@ -105,6 +105,13 @@ pub struct Config {
     pub bootstrap: Vec<String>,
     /// HTTP API socket address; port 0 picks a free port.
     pub api: String,
+    /// Extra `Host` names the API answers besides its bound address
+    /// (`name` for any port or `name:port`), e.g. behind a proxy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub api_allowed_hosts: Vec<String>,
+    /// Optional separate socket address serving only `GET /metrics`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// Parent node multiaddr (with `/p2p/<PeerId>`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
@@ -203,6 +210,8 @@ impl Default for Config {
             listen: Vec::new(),
             bootstrap: Vec::new(),
             api: "127.0.0.1:0".to_string(),
+            api_allowed_hosts: Vec::new(),
+            metrics_listen: None,
             parent: None,
             sharing: SharingConfig::default(),
             promotion: PromotionConfig::default(),
@@ -431,6 +440,22 @@ impl Config {
         if let Some(p) = &self.parent {
             parse_dialable("parent", p)?;
         }
+        if self.api_allowed_hosts.len() > 64 {
+            return Err(ConfigError::invalid(
+                "api_allowed_hosts",
+                "at most 64 host names",
+            ));
+        }
+        for (i, h) in self.api_allowed_hosts.iter().enumerate() {
+            let h = h.trim();
+            if h.is_empty() || h.len() > 255 || h.chars().any(|c| c.is_whitespace() || c == '/') {
+                return Err(ConfigError::invalid(
+                    format!("api_allowed_hosts[{i}]"),
+                    "must be a host name, optionally with :port",
+                ));
+            }
+        }
+        self.metrics_addr()?;
 
         let s = &self.sharing;
         range(
@@ -616,6 +641,21 @@ impl Config {
     pub fn api_addr(&self) -> Result<SocketAddr, ConfigError> {
         SocketAddr::from_str(self.api.trim())
             .map_err(|e| ConfigError::invalid("api", format!("not a socket address ({e})")))
+    }
+
+    /// The separate metrics address, if configured.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.metrics_listen
+            .as_deref()
+            .map(|a| {
+                SocketAddr::from_str(a.trim()).map_err(|e| {
+                    ConfigError::invalid(
+                        "metrics_listen",
+                        format!("not a socket address like 127.0.0.1:9100 ({e})"),
+                    )
+                })
+            })
+            .transpose()
     }
 
     pub fn trusted_peers(&self) -> Vec<PeerId> {
