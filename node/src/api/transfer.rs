@@ -366,7 +366,12 @@ async fn finish<N: NodeApi>(
     mut report: ImportReport,
     stop: Option<ApiError>,
 ) -> Response {
-    if let Err(e) = store_batch(node, batch, defaults, &mut report).await {
+    let stored = store_batch(node, batch, defaults, &mut report).await;
+    // Over-long lines are reported by the reader, the rest after parsing
+    // their batch: report both in line order.
+    report.skipped.sort_by_key(|e| e.line);
+    report.invalid.sort_by_key(|e| e.line);
+    if let Err(e) = stored {
         return stopped(report, e);
     }
     match stop {
