@@ -472,6 +472,17 @@ impl Node {
         let _ = self.inner.events.send(ev);
     }
 
+    /// The `PatternAccepted` event of a stored record.
+    fn emit_accepted(&self, body: &metamesh_protocol::PatternBody, hash: String, local: bool) {
+        self.emit(NodeEvent::PatternAccepted {
+            origin: body.origin.to_string(),
+            seq: body.seq,
+            hash,
+            depth: body.pattern.depth_used,
+            local,
+        });
+    }
+
     fn trigger_announce(&self) {
         let _ = self.inner.announce_tx.try_send(());
     }
@@ -1181,13 +1192,7 @@ impl Node {
                     } else {
                         self.charge(body.origin, ReputationEvent::ValidPattern, 1);
                     }
-                    self.emit(NodeEvent::PatternAccepted {
-                        origin: body.origin.to_string(),
-                        seq: body.seq,
-                        hash: rec.content_hash().to_hex(),
-                        depth: body.pattern.depth_used,
-                        local: false,
-                    });
+                    self.emit_accepted(&body, rec.content_hash().to_hex(), false);
                 }
                 InsertOutcome::Duplicate => report.duplicates += 1,
                 InsertOutcome::Equivocation { .. } => {
@@ -1702,13 +1707,7 @@ impl NodeApi for Node {
             if let AppendOutcome::Appended(rec, body) = o {
                 let hash = rec.content_hash().to_hex();
                 self.inner.metrics.pattern_recorded();
-                self.emit(NodeEvent::PatternAccepted {
-                    origin: body.origin.to_string(),
-                    seq: body.seq,
-                    hash: hash.clone(),
-                    depth: body.pattern.depth_used,
-                    local: true,
-                });
+                self.emit_accepted(&body, hash.clone(), true);
                 out.push(SubmittedPattern {
                     origin: body.origin.to_string(),
                     seq: body.seq,
@@ -1994,13 +1993,7 @@ impl NodeApi for Node {
                 AppendOutcome::Appended(rec, body) => {
                     done.accepted += 1;
                     self.inner.metrics.pattern_recorded();
-                    self.emit(NodeEvent::PatternAccepted {
-                        origin: body.origin.to_string(),
-                        seq: body.seq,
-                        hash: rec.content_hash().to_hex(),
-                        depth: body.pattern.depth_used,
-                        local: true,
-                    });
+                    self.emit_accepted(&body, rec.content_hash().to_hex(), true);
                 }
                 AppendOutcome::DuplicateImport => done.duplicates += 1,
             }
