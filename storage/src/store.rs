@@ -211,8 +211,10 @@ fn is_lock_error(e: &sled::Error) -> bool {
 
 /// The `use_compression` a sled directory was created with (None: new).
 fn persisted_compression(path: &Path) -> Option<bool> {
-    let conf = std::fs::read_to_string(path.join("conf")).ok()?;
-    conf.lines()
+    // Text lines followed by a binary checksum.
+    let conf = std::fs::read(path.join("conf")).ok()?;
+    String::from_utf8_lossy(&conf)
+        .lines()
         .find_map(|l| l.strip_prefix("use_compression: "))
         .map(|v| v.trim() == "true")
 }
