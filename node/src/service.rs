@@ -1128,7 +1128,9 @@ impl Node {
                 Checked::Valid(rec, body) => {
                     let hash = rec.content_hash();
                     // dedup
-                    if !seen_in_batch.insert(hash) || store.contains_hash(&hash).unwrap_or(false) {
+                    if !seen_in_batch.insert(hash)
+                        || store.holds(&body.origin, body.seq, &hash).unwrap_or(false)
+                    {
                         report.duplicates += 1;
                         continue;
                     }
@@ -1155,7 +1157,7 @@ impl Node {
                     if let Some(reason) =
                         pipeline::decline_reason(&body, &standing, &self.inner.cfg)
                     {
-                        if store.mark_declined(body.origin, body.seq, hash).is_ok() {
+                        if store.decline(&body, hash).is_ok() {
                             report.declined += 1;
                         }
                         m.pattern_rejected(reason);
@@ -1416,6 +1418,7 @@ impl Node {
             v: BODY_VERSION,
             origin: self.inner.peer_id,
             seq,
+            prev_seq: None,
             computed_at: now,
             stats: own,
             insights: insights::compute(&own, Some(&modes), &Prior::default(), now),

@@ -1074,6 +1074,7 @@ mod tests {
             v: 1,
             origin,
             seq,
+            prev_seq: None,
             computed_at: 0.0,
             stats: t,
             insights: InsightSet::default(),

@@ -99,9 +99,36 @@ pub struct PatternBody {
     pub v: u16,
     /// The signer; must equal the envelope's signer.
     pub origin: PeerId,
-    /// Per-origin sequence number: 1, 2, 3, …
+    /// Per-origin sequence number: increasing, not necessarily contiguous
+    /// (own seqs are `epoch << 32 | counter`).
     pub seq: u64,
+    /// The origin's previous seq; absent means `seq - 1`. The first record of
+    /// an epoch names the last seq of the one before (see [`extends_frontier`]).
+    #[serde(rename = "prev", default, skip_serializing_if = "Option::is_none")]
+    pub prev_seq: Option<u64>,
     pub pattern: Pattern,
+}
+
+impl PatternBody {
+    /// The origin's previous seq (`prev_seq`, or `seq - 1` when absent).
+    pub fn prev(&self) -> u64 {
+        prev_of(self.seq, self.prev_seq)
+    }
+}
+
+/// `prev`, or `seq - 1` when absent.
+pub fn prev_of(seq: u64, prev: Option<u64>) -> u64 {
+    prev.unwrap_or(seq.saturating_sub(1))
+}
+
+/// Does a record `(seq, prev)` extend a per-origin frontier `f` (the highest
+/// seq of a gap-free chain held)? Iff `prev <= f < seq`: the record follows
+/// something at or below the frontier and lies above it. A record with
+/// `prev > f` waits until the frontier reaches `prev`; seq ranges can be
+/// sparse (an epoch gap spans ~2^32 empty slots), so nothing may count by
+/// range span.
+pub fn extends_frontier(frontier: u64, seq: u64, prev: u64) -> bool {
+    prev <= frontier && frontier < seq
 }
 
 /// An origin's insights plus the per-depth sufficient statistics of its own
@@ -112,6 +139,9 @@ pub struct InsightBody {
     pub origin: PeerId,
     /// Monotonic per origin: a newer broadcast replaces an older one.
     pub seq: u64,
+    /// As in [`PatternBody::prev_seq`] (CBOR key `prev`, omitted when absent).
+    #[serde(rename = "prev", default, skip_serializing_if = "Option::is_none")]
+    pub prev_seq: Option<u64>,
     /// Unix seconds when computed.
     pub computed_at: f64,
     pub stats: DepthTable,
@@ -134,7 +164,8 @@ pub enum RecordError {
     UnsupportedVersion(u16),
     #[error("body origin does not match the signer")]
     OriginMismatch,
-    #[error("sequence number must be at least 1")]
+    /// seq is 0, or the body's `prev` is not below its seq.
+    #[error("sequence number must be at least 1 and above its prev")]
     BadSeq,
     #[error("invalid pattern: {0}")]
     Schema(#[from] SchemaError),
@@ -161,7 +192,13 @@ impl RecordError {
 
 /// Checks shared by every body kind: supported version, origin = the
 /// verified signer, and a real sequence number.
-fn check_header(v: u16, origin: &PeerId, seq: u64, signer: &PeerId) -> Result<(), RecordError> {
+fn check_header(
+    v: u16,
+    origin: &PeerId,
+    seq: u64,
+    prev: Option<u64>,
+    signer: &PeerId,
+) -> Result<(), RecordError> {
     if v != BODY_VERSION {
         return Err(RecordError::UnsupportedVersion(v));
     }
@@ -170,6 +207,11 @@ fn check_header(v: u16, origin: &PeerId, seq: u64, signer: &PeerId) -> Result<()
     }
     if seq == 0 {
         return Err(RecordError::BadSeq);
+    }
+    if let Some(prev) = prev {
+        if prev >= seq {
+            return Err(RecordError::BadSeq);
+        }
     }
     Ok(())
 }
@@ -208,15 +250,28 @@ impl SignedRecord {
         }
     }
 
-    /// Encode and sign a pattern as `seq` of the key's PeerId.
+    /// Encode and sign a pattern as `seq` of the key's PeerId (previous seq `seq - 1`).
     pub fn sign_pattern(pattern: Pattern, seq: u64, key: &Keypair) -> SignedRecord {
+        SignedRecord::sign_pattern_after(pattern, seq, None, key).0
+    }
+
+    /// Encode and sign a pattern as `seq` with an explicit previous seq
+    /// (`None`: `seq - 1`); also returns the body as signed.
+    pub fn sign_pattern_after(
+        pattern: Pattern,
+        seq: u64,
+        prev_seq: Option<u64>,
+        key: &Keypair,
+    ) -> (SignedRecord, PatternBody) {
         let body = PatternBody {
             v: BODY_VERSION,
             origin: key.public().to_peer_id(),
             seq,
+            prev_seq,
             pattern,
         };
-        SignedRecord::sign_bytes(RecordKind::Pattern, codec::to_cbor(&body), key)
+        let rec = SignedRecord::sign_bytes(RecordKind::Pattern, codec::to_cbor(&body), key);
+        (rec, body)
     }
 
     /// Encode and sign an insight body (its `origin` must be the key's PeerId).
@@ -263,7 +318,7 @@ impl SignedRecord {
         now: f64,
     ) -> Result<PatternBody, RecordError> {
         let body: PatternBody = codec::from_cbor(&self.body, MAX_BODY_BYTES)?;
-        check_header(body.v, &body.origin, body.seq, &signer)?;
+        check_header(body.v, &body.origin, body.seq, body.prev_seq, &signer)?;
         body.pattern.validate(now)?;
         Ok(body)
     }
@@ -275,7 +330,7 @@ impl SignedRecord {
         }
         let signer = self.verify_signature()?;
         let body: InsightBody = codec::from_cbor(&self.body, MAX_BODY_BYTES)?;
-        check_header(body.v, &body.origin, body.seq, &signer)?;
+        check_header(body.v, &body.origin, body.seq, body.prev_seq, &signer)?;
         if !body.computed_at.is_finite() {
             return Err(SchemaError::new("computed_at", "must be finite").into());
         }
@@ -298,24 +353,100 @@ impl SignedRecord {
     }
 }
 
+/// Parsed signer keys, so each signer's PeerId is parsed and its ed25519
+/// point decompressed once rather than per record (~12 µs saved per
+/// record). Bounded: cleared when it reaches [`KeyCache::CAPACITY`] signers.
+#[derive(Default)]
+pub struct KeyCache {
+    keys: std::collections::HashMap<Vec<u8>, Option<(PeerId, ed25519_dalek::VerifyingKey)>>,
+}
+
+impl KeyCache {
+    /// Most signers kept.
+    pub const CAPACITY: usize = 4096;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The signer's PeerId and verifying key (cached, also when invalid).
+    pub fn get(
+        &mut self,
+        signer: &[u8],
+    ) -> Result<(PeerId, ed25519_dalek::VerifyingKey), RecordError> {
+        if let Some(k) = self.keys.get(signer) {
+            return k.ok_or(RecordError::BadSigner);
+        }
+        let parsed = (|| {
+            let peer = PeerId::from_bytes(signer).ok()?;
+            let key = ed25519_key_of(&peer)?;
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(&key.to_bytes()).ok()?;
+            Some((peer, vk))
+        })();
+        if self.keys.len() >= Self::CAPACITY {
+            self.keys.clear();
+        }
+        self.keys.insert(signer.to_vec(), parsed);
+        parsed.ok_or(RecordError::BadSigner)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 /// Verify many records' signatures at once (ed25519 batch verification).
 /// Returns, per record, the verified signer or the error. Falls back to
 /// one-by-one checks when the batch fails, to find the bad ones.
 pub fn verify_batch(records: &[SignedRecord]) -> Vec<Result<PeerId, RecordError>> {
+    verify_batch_cached(records, &mut KeyCache::new())
+}
+
+/// [`verify_batch`] with a caller-kept [`KeyCache`] (decode each signer once
+/// across batches).
+pub fn verify_batch_cached(
+    records: &[SignedRecord],
+    cache: &mut KeyCache,
+) -> Vec<Result<PeerId, RecordError>> {
+    let keys = cache.resolve(records);
+    verify_resolved(records, &keys)
+}
+
+/// A signer resolved by [`KeyCache::resolve`].
+pub type ResolvedKey = Result<(PeerId, ed25519_dalek::VerifyingKey), RecordError>;
+
+impl KeyCache {
+    /// Each record's signer, from the cache (for [`verify_resolved`], which
+    /// can then run on other threads).
+    pub fn resolve(&mut self, records: &[SignedRecord]) -> Vec<ResolvedKey> {
+        records.iter().map(|r| self.get(&r.signer)).collect()
+    }
+}
+
+/// Batch-verify records whose signers were resolved (`keys[i]` for
+/// `records[i]`); as [`verify_batch`].
+pub fn verify_resolved(
+    records: &[SignedRecord],
+    keys: &[ResolvedKey],
+) -> Vec<Result<PeerId, RecordError>> {
     let mut out: Vec<Result<PeerId, RecordError>> = Vec::with_capacity(records.len());
     let mut msgs = Vec::with_capacity(records.len());
     let mut sigs = Vec::with_capacity(records.len());
-    let mut keys = Vec::with_capacity(records.len());
+    let mut vks = Vec::with_capacity(records.len());
     let mut idx = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
         let pre = (|| {
             if r.body.len() > MAX_BODY_BYTES {
                 return Err(RecordError::TooLarge(r.body.len()));
             }
-            let peer = r.signer_peer()?;
-            let key = ed25519_key_of(&peer).ok_or(RecordError::BadSigner)?;
-            let vk = ed25519_dalek::VerifyingKey::from_bytes(&key.to_bytes())
-                .map_err(|_| RecordError::BadSigner)?;
+            let (peer, vk) = keys
+                .get(i)
+                .cloned()
+                .unwrap_or(Err(RecordError::BadSigner))?;
             let sig = ed25519_dalek::Signature::from_slice(&r.signature)
                 .map_err(|_| RecordError::BadSignature)?;
             Ok((peer, vk, sig))
@@ -324,7 +455,7 @@ pub fn verify_batch(records: &[SignedRecord]) -> Vec<Result<PeerId, RecordError>
             Ok((peer, vk, sig)) => {
                 msgs.push(signed_message(r.kind, &r.body));
                 sigs.push(sig);
-                keys.push(vk);
+                vks.push(vk);
                 idx.push(i);
                 out.push(Ok(peer));
             }
@@ -335,9 +466,9 @@ pub fn verify_batch(records: &[SignedRecord]) -> Vec<Result<PeerId, RecordError>
         return out;
     }
     let msg_refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-    if ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).is_err() {
+    if ed25519_dalek::verify_batch(&msg_refs, &sigs, &vks).is_err() {
         for (j, &i) in idx.iter().enumerate() {
-            if keys[j].verify_strict(msg_refs[j], &sigs[j]).is_err() {
+            if vks[j].verify_strict(msg_refs[j], &sigs[j]).is_err() {
                 out[i] = Err(RecordError::BadSignature);
             }
         }
@@ -403,6 +534,7 @@ mod tests {
             v: BODY_VERSION,
             origin: key(2).public().to_peer_id(),
             seq: 1,
+            prev_seq: None,
             pattern: sample("n", Depth::Deep, 0.7),
         };
         let r = SignedRecord::sign_bytes(RecordKind::Pattern, codec::to_cbor(&body), &key(1));
@@ -454,6 +586,7 @@ mod tests {
             v: BODY_VERSION,
             origin: k.public().to_peer_id(),
             seq: 1,
+            prev_seq: None,
             computed_at: NOW,
             stats,
             insights,
@@ -487,6 +620,56 @@ mod tests {
                 .reason(),
             "schema"
         );
+    }
+
+    #[test]
+    fn prev_seq_is_optional_and_checked() {
+        let k = key(5);
+        // A body without `prev` (today's records) decodes with prev = seq - 1.
+        let r = SignedRecord::sign_pattern(sample("n", Depth::Deep, 0.7), 7, &k);
+        let b = r.open_pattern(NOW).unwrap();
+        assert_eq!((b.prev_seq, b.prev()), (None, 6));
+        let v: ciborium::Value = codec::from_cbor(&r.body, MAX_BODY_BYTES).unwrap();
+        let has_prev = v
+            .as_map()
+            .unwrap()
+            .iter()
+            .any(|(k, _)| k.as_text() == Some("prev"));
+        assert!(!has_prev, "prev omitted when None");
+        let seq = (5u64 << 32) | 1;
+        let (r, body) =
+            SignedRecord::sign_pattern_after(sample("n", Depth::Deep, 0.7), seq, Some(7), &k);
+        let b = r.open_pattern(NOW).unwrap();
+        assert_eq!(b, body);
+        assert_eq!(b.prev(), 7);
+        let (r, _) =
+            SignedRecord::sign_pattern_after(sample("n", Depth::Deep, 0.7), 7, Some(7), &k);
+        assert_eq!(r.open_pattern(NOW).unwrap_err(), RecordError::BadSeq);
+    }
+
+    #[test]
+    fn frontier_extension_rule() {
+        assert!(extends_frontier(0, 1, 0));
+        assert!(extends_frontier(6, 7, 6));
+        assert!(!extends_frontier(6, 6, 5), "at or below the frontier");
+        assert!(!extends_frontier(5, 7, 6), "waits for prev");
+        let epoch = 9u64 << 32 | 1;
+        assert!(extends_frontier(7, epoch, 7));
+        assert!(extends_frontier(9, epoch, 7), "prev below the frontier");
+        assert!(!extends_frontier(6, epoch, 7));
+    }
+
+    #[test]
+    fn key_cache_decodes_once_and_caches_bad_signers() {
+        let mut c = KeyCache::new();
+        let k = key(8);
+        let r = SignedRecord::sign_pattern(sample("n", Depth::Deep, 0.7), 1, &k);
+        let rs = vec![r.clone(), r.clone(), r];
+        assert!(verify_batch_cached(&rs, &mut c).iter().all(Result::is_ok));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.get(&[1, 2, 3]).unwrap_err(), RecordError::BadSigner);
+        assert_eq!(c.get(&[1, 2, 3]).unwrap_err(), RecordError::BadSigner);
+        assert_eq!(c.len(), 2);
     }
 
     #[test]

@@ -431,6 +431,7 @@ mod tests {
             v: crate::record::BODY_VERSION,
             origin: key.public().to_peer_id(),
             seq: 7,
+            prev_seq: None,
             computed_at: 1_700_000_000.0,
             stats: Default::default(),
             insights: Default::default(),

@@ -237,6 +237,7 @@ fn arb_insight_body() -> impl Strategy<Value = InsightBody> {
             v: BODY_VERSION,
             origin: peer(k),
             seq,
+            prev_seq: None,
             computed_at,
             stats,
             insights,

@@ -375,6 +375,7 @@ fn insight_broadcast_example_maps_into_a_signed_broadcast() {
         v: BODY_VERSION,
         origin: k.public().to_peer_id(),
         seq: 1,
+        prev_seq: None,
         computed_at: NOW,
         stats: DepthTable::default(),
         insights: set.clone(),

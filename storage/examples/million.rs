@@ -1,12 +1,14 @@
 //! Benchmark (not a test): a million generated patterns.
 //!
 //! ```text
-//! cargo run --release -p metamesh-storage --example million -- [N]
+//! cargo run --release -p metamesh-storage --example million -- [N | --n N]
 //! ```
 //!
 //! 1. writes N unified JSONL patterns to a temp file;
-//! 2. imports them (parse, validate, sign, store with indexes and
-//!    statistics, flush) and reports the rate;
+//! 2. imports them (parse, validate, sign on every core, store with the time
+//!    index and statistics, flush, and `Store::close`, which lets sled write
+//!    its snapshot so the next open does not replay the log) and reports the
+//!    rate;
 //! 3. reports the store's size on disk;
 //! 4. in a fresh process: opens the store cold and computes the insights
 //!    (from the merged statistics, no scan), with that process's peak RSS;
@@ -109,10 +111,12 @@ fn main() {
         cold_open(Path::new(&args[2]));
         return;
     }
-    let n: u64 = args
-        .get(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let n: u64 = match args.get(1).map(String::as_str) {
+        Some("--n") => args.get(2).and_then(|s| s.parse().ok()),
+        Some(v) => v.parse().ok(),
+        None => None,
+    }
+    .unwrap_or(1_000_000);
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("bench_patterns.jsonl");
     let store_dir = tmp.path().join("store");
@@ -130,14 +134,17 @@ fn main() {
     let store = Store::open(&store_dir, &StoreConfig::default()).unwrap();
     let t = Instant::now();
     let report = interop::import_file(&store, &key, &file, Format::Auto, false).unwrap();
-    let import_s = t.elapsed().as_secs_f64();
+    let store_s = t.elapsed().as_secs_f64();
     assert_eq!(report.accepted, n, "{report:?}");
     let sled_size = store.size_on_disk().unwrap();
-    drop(store);
+    let t_close = Instant::now();
+    store.close().unwrap();
+    let close_s = t_close.elapsed().as_secs_f64();
+    let import_s = t.elapsed().as_secs_f64();
     let disk = dir_size(&store_dir);
     let import_rss = peak_rss_kib();
     println!(
-        "import: {n} patterns in {import_s:.1} s = {:.0} patterns/s (parse + validate + sign + store + flush); peak RSS so far {} MiB",
+        "import: {n} patterns in {import_s:.1} s = {:.0} patterns/s (parse + validate + sign + store + flush {store_s:.1} s, then close + snapshot {close_s:.1} s); peak RSS so far {} MiB",
         n as f64 / import_s,
         import_rss / 1024
     );
@@ -157,6 +164,13 @@ fn main() {
         .unwrap();
     let cold_wall = t.elapsed().as_secs_f64();
     let cold: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // And again: the open after that one (for how open time depends on the log).
+    let out2 = Command::new(std::env::current_exe().unwrap())
+        .arg("--cold-open")
+        .arg(&store_dir)
+        .output()
+        .unwrap();
+    let cold2: serde_json::Value = serde_json::from_slice(&out2.stdout).unwrap();
     let cold_s =
         cold["open_seconds"].as_f64().unwrap() + cold["insights_seconds"].as_f64().unwrap();
     println!(
@@ -202,7 +216,40 @@ fn main() {
             base["depth_performance"][d.as_str()]["sample_count"]
         );
     }
+    println!(
+        "second cold open + insights: {:.3} s",
+        cold2["open_seconds"].as_f64().unwrap() + cold2["insights_seconds"].as_f64().unwrap()
+    );
     println!("per-depth avg_quality: max |ours - baseline| = {max_diff:.2e}");
+    let rate = n as f64 / import_s;
+    let bpp = disk as f64 / n as f64;
+    let ratio = base_wall / cold_s;
+    let rss_mib = (import_rss.max(cold["peak_rss_kib"].as_u64().unwrap())) as f64 / 1024.0;
+    let verdict = |ok: bool| if ok { "MET" } else { "NOT MET" };
+    println!("\n== budgets (DESIGN §8, issue 10), n = {n} ==");
+    println!(
+        "    import {rate:.0}/s ÷ 20000 = {:.2}x  {}",
+        rate / 20000.0,
+        verdict(rate >= 20000.0)
+    );
+    println!(
+        "    store {bpp:.0} B/pattern ÷ 400 = {:.2}x  {}",
+        bpp / 400.0,
+        verdict(bpp <= 400.0)
+    );
+    println!(
+        "    cold open + insights {cold_s:.3} s ÷ 1 s  {}",
+        verdict(cold_s <= 1.0)
+    );
+    println!(
+        "    baseline / ours = {ratio:.0}x (≥ 50x)  {}",
+        verdict(ratio >= 50.0)
+    );
+    println!(
+        "    peak RSS {rss_mib:.0} MiB ÷ 256 MiB = {:.2}x  {}",
+        rss_mib / 256.0,
+        verdict(rss_mib <= 256.0)
+    );
     println!(
         "ratios: baseline analysis / our cold open + insights = {:.0}x; our one-time import / baseline analysis = {:.2}x; baseline RSS / our cold-open RSS = {:.1}x",
         base_wall / cold_s,

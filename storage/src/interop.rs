@@ -52,6 +52,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::store::{AppendOutcome, Store, StoreError};
+use crate::write::{Batch, Outcomes};
+use crate::writer::{Ticket, Writer, WriterConfig};
 
 /// Longest line (or Legion record) accepted, in bytes.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
@@ -59,7 +61,7 @@ pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 /// totals are always exact).
 pub const MAX_REPORTED: usize = 1000;
 /// Patterns per store transaction during import.
-const IMPORT_BATCH: usize = 512;
+const IMPORT_BATCH: usize = 2048;
 /// Lines sniffed by `auto` detection.
 const SNIFF_LINES: usize = 16;
 /// Most per-node files open at once during a per-node export.
@@ -296,17 +298,22 @@ pub fn import_key(p: &Pattern) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// Accumulates valid patterns and writes them in batches.
-struct Sink<'a> {
-    store: &'a Store,
-    key: &'a Keypair,
+/// Accumulates valid patterns and hands them, in batches, to a writer
+/// thread that signs them on every core and stores them — while this thread
+/// parses the next batch (at most [`IN_FLIGHT`] batches queued).
+struct Sink {
+    writer: Writer,
+    in_flight: std::collections::VecDeque<Ticket>,
     batch: Vec<(Pattern, Option<[u8; 32]>)>,
     now: f64,
     platform: Option<&'static str>,
     default_node: Option<String>,
 }
 
-impl Sink<'_> {
+/// Batches submitted and not yet acknowledged, during an import.
+const IN_FLIGHT: usize = 2;
+
+impl Sink {
     fn record(
         &mut self,
         report: &mut ImportReport,
@@ -338,17 +345,43 @@ impl Sink<'_> {
         Ok(())
     }
 
+    fn tally(report: &mut ImportReport, t: Ticket) -> Result<(), InteropError> {
+        match t.wait()? {
+            Outcomes::Appended(outs) => {
+                for o in outs {
+                    match o {
+                        AppendOutcome::Appended(..) => report.accepted += 1,
+                        AppendOutcome::DuplicateImport => report.duplicates += 1,
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(StoreError::Corrupt("import produced other outcomes".into()).into()),
+        }
+    }
+
     fn flush(&mut self, report: &mut ImportReport) -> Result<(), InteropError> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
-        for o in self.store.append_local_batch(self.key, batch)? {
-            match o {
-                AppendOutcome::Appended(..) => report.accepted += 1,
-                AppendOutcome::DuplicateImport => report.duplicates += 1,
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(IMPORT_BATCH));
+        self.in_flight
+            .push_back(self.writer.submit_nowait(Batch::Append(batch))?);
+        while self.in_flight.len() > IN_FLIGHT {
+            if let Some(t) = self.in_flight.pop_front() {
+                Self::tally(report, t)?;
             }
         }
+        Ok(())
+    }
+
+    /// Submit the rest and wait for every batch (each acknowledged durable).
+    fn finish(mut self, report: &mut ImportReport) -> Result<(), InteropError> {
+        self.flush(report)?;
+        while let Some(t) = self.in_flight.pop_front() {
+            Self::tally(report, t)?;
+        }
+        self.writer.shutdown();
         Ok(())
     }
 }
@@ -380,9 +413,17 @@ pub fn import_file(
         format: Some(format),
         ..Default::default()
     };
+    let writer = Writer::start(
+        store.clone(),
+        Some(key.clone()),
+        WriterConfig {
+            queue: IN_FLIGHT + 1,
+            ..WriterConfig::default()
+        },
+    )?;
     let mut sink = Sink {
-        store,
-        key,
+        writer,
+        in_flight: Default::default(),
         batch: Vec::with_capacity(IMPORT_BATCH),
         now: now_secs(),
         platform: match format {
@@ -413,7 +454,7 @@ pub fn import_file(
             e => e,
         })?,
     }
-    sink.flush(&mut report)?;
+    sink.finish(&mut report)?;
     store.flush()?;
     bar.finish_and_clear();
     Ok(report)
@@ -421,7 +462,7 @@ pub fn import_file(
 
 fn import_lines<R: BufRead>(
     mut r: R,
-    sink: &mut Sink<'_>,
+    sink: &mut Sink,
     report: &mut ImportReport,
 ) -> Result<(), InteropError> {
     let mut buf = Vec::with_capacity(1024);
@@ -453,21 +494,21 @@ fn import_lines<R: BufRead>(
 /// Stream a Legion JSON array element by element (constant memory).
 fn import_legion<R: Read>(
     r: &mut Counting<R>,
-    sink: &mut Sink<'_>,
+    sink: &mut Sink,
     report: &mut ImportReport,
 ) -> Result<(), InteropError> {
     use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 
     // The visitor needs the reader's newline count while serde_json owns the
     // reader; they share it through a Cell.
-    struct Seed<'a, 'b> {
-        sink: &'a mut Sink<'b>,
+    struct Seed<'a> {
+        sink: &'a mut Sink,
         report: &'a mut ImportReport,
         lines: &'a std::cell::Cell<u64>,
         failure: &'a mut Option<InteropError>,
     }
 
-    impl<'de> Visitor<'de> for Seed<'_, '_> {
+    impl<'de> Visitor<'de> for Seed<'_> {
         type Value = ();
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a JSON array of pattern objects")
@@ -489,7 +530,7 @@ fn import_legion<R: Read>(
         }
     }
 
-    impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
         type Value = ();
         fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
             d.deserialize_seq(self)

@@ -1,38 +1,100 @@
-//! Byte layouts of the store's keys.
+//! Byte layouts of the store (schema version 2).
 //!
-//! A record key is `[len(origin)][origin bytes][seq big-endian]`: the length
-//! prefix makes one origin's keys a contiguous range that no other origin's
-//! keys can fall into, and big-endian seqs sort numerically.
+//! Everything on the hot path lives in one sled tree, `data`, with a one-byte
+//! prefix per kind of entry. Origins are interned as 4-byte ids (assigned in
+//! order of first appearance), so a record key is 13 bytes and keys of one
+//! origin's records are appended in seq order — sled is fast at appends and
+//! slow at random inserts, which is why there is no content-hash index.
+//!
+//! | prefix | key after the prefix | value |
+//! |---|---|---|
+//! | `m` | name | meta: schema version, last epoch, own seq, merged statistics |
+//! | `o` | origin PeerId bytes | origin id (BE u32) |
+//! | `i` | origin id | origin PeerId bytes |
+//! | `r` | id ‖ seq BE | compact record: see [`encode_record`] |
+//! | `t` | f64 key of the timestamp ‖ id ‖ seq | empty: time index |
+//! | `f` | id | frontier (BE u64) |
+//! | `p` | id ‖ seq | prev seq (BE u64): held above the frontier, waiting for prev |
+//! | `d` | id ‖ seq | content hash of a declined record |
+//! | `e` | id ‖ seq | conflicting envelope (CBOR), evidence of equivocation |
+//! | `s` | id | `DepthTable` (CBOR) of the origin's stored patterns |
+//! | `M` | id | per-mode statistics (CBOR) |
+//! | `k` | own seq of a batch's first record | 8-byte prefixes of that batch's import keys |
 
-use libp2p_identity::PeerId;
+use metamesh_protocol::record::{RecordKind, SignedRecord};
 
-/// `[len][origin bytes]`.
-pub(crate) fn origin_prefix(origin: &PeerId) -> Vec<u8> {
-    let b = origin.to_bytes();
-    let mut k = Vec::with_capacity(1 + b.len() + 8);
-    // PeerId bytes are a multihash of at most 64 bytes of digest; the length
-    // always fits in a byte.
-    k.push(b.len().min(255) as u8);
-    k.extend_from_slice(&b);
+pub(crate) const META: u8 = b'm';
+pub(crate) const ORIGIN: u8 = b'o';
+pub(crate) const ORIGIN_ID: u8 = b'i';
+pub(crate) const RECORD: u8 = b'r';
+pub(crate) const TIME: u8 = b't';
+pub(crate) const FRONTIER: u8 = b'f';
+pub(crate) const PENDING: u8 = b'p';
+pub(crate) const DECLINED: u8 = b'd';
+pub(crate) const EVIDENCE: u8 = b'e';
+pub(crate) const STATS: u8 = b's';
+pub(crate) const MODES: u8 = b'M';
+pub(crate) const IMPORT: u8 = b'k';
+
+pub(crate) fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(META);
+    k.extend_from_slice(name.as_bytes());
     k
 }
 
-/// `[len][origin bytes][seq BE]`.
-pub(crate) fn record_key(origin: &PeerId, seq: u64) -> Vec<u8> {
-    let mut k = origin_prefix(origin);
-    k.extend_from_slice(&seq.to_be_bytes());
+pub(crate) fn origin_key(peer_bytes: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + peer_bytes.len());
+    k.push(ORIGIN);
+    k.extend_from_slice(peer_bytes);
     k
 }
 
-/// Split a record key back into (origin, seq).
-pub(crate) fn parse_record_key(k: &[u8]) -> Option<(PeerId, u64)> {
-    let len = *k.first()? as usize;
-    if k.len() != 1 + len + 8 {
+/// `[prefix][id BE]`.
+pub(crate) fn id_key(prefix: u8, id: u32) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// `[prefix][id BE][seq BE]`.
+pub(crate) fn slot_key(prefix: u8, id: u32, seq: u64) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[0] = prefix;
+    k[1..5].copy_from_slice(&id.to_be_bytes());
+    k[5..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Split a slot key (`[prefix][id][seq]`) into (id, seq).
+pub(crate) fn parse_slot_key(k: &[u8]) -> Option<(u32, u64)> {
+    if k.len() != 13 {
         return None;
     }
-    let origin = PeerId::from_bytes(&k[1..1 + len]).ok()?;
-    let seq = u64::from_be_bytes(k[1 + len..].try_into().ok()?);
-    Some((origin, seq))
+    let id = u32::from_be_bytes(k[1..5].try_into().ok()?);
+    let seq = u64::from_be_bytes(k[5..].try_into().ok()?);
+    Some((id, seq))
+}
+
+/// `[t][timestamp key][id][seq]`.
+pub(crate) fn time_key(ts: f64, id: u32, seq: u64) -> [u8; 21] {
+    let mut k = [0u8; 21];
+    k[0] = TIME;
+    k[1..9].copy_from_slice(&f64_key(ts));
+    k[9..13].copy_from_slice(&id.to_be_bytes());
+    k[13..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The (id, seq) at the end of a time key.
+pub(crate) fn parse_time_key(k: &[u8]) -> Option<(u32, u64)> {
+    if k.len() != 21 {
+        return None;
+    }
+    let id = u32::from_be_bytes(k[9..13].try_into().ok()?);
+    let seq = u64::from_be_bytes(k[13..].try_into().ok()?);
+    Some((id, seq))
 }
 
 /// Order-preserving 8-byte encoding of an f64 (total order; negative values
@@ -51,27 +113,82 @@ pub(crate) fn be_u64(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
 
+pub(crate) fn be_u32(v: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(v.try_into().ok()?))
+}
+
+/// A stored record without what the key already says: `[kind][sig len][sig][body]`
+/// (kind 0 = pattern, 1 = insight). The signer is the key's origin.
+pub(crate) fn encode_record(rec: &SignedRecord) -> Vec<u8> {
+    let mut v = Vec::with_capacity(2 + rec.signature.len() + rec.body.len());
+    v.push(match rec.kind {
+        RecordKind::Pattern => 0,
+        RecordKind::Insight => 1,
+    });
+    v.push(rec.signature.len().min(255) as u8);
+    v.extend_from_slice(&rec.signature[..rec.signature.len().min(255)]);
+    v.extend_from_slice(&rec.body);
+    v
+}
+
+/// The body bytes of a compact record (for hashing without a full decode).
+pub(crate) fn record_body(v: &[u8]) -> Option<&[u8]> {
+    let sig_len = *v.get(1)? as usize;
+    v.get(2 + sig_len..)
+}
+
+pub(crate) fn decode_record(v: &[u8], signer: &[u8]) -> Option<SignedRecord> {
+    let kind = match v.first()? {
+        0 => RecordKind::Pattern,
+        1 => RecordKind::Insight,
+        _ => return None,
+    };
+    let sig_len = *v.get(1)? as usize;
+    let signature = v.get(2..2 + sig_len)?.to_vec();
+    Some(SignedRecord {
+        kind,
+        body: record_body(v)?.to_vec(),
+        signer: signer.to_vec(),
+        signature,
+    })
+}
+
+/// The first 8 bytes of an import key, as the in-memory filter's entry.
+pub(crate) fn import_prefix(k: &[u8; 32]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&k[..8]);
+    u64::from_le_bytes(b)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
 
-    fn peer(i: u8) -> PeerId {
-        libp2p_identity::Keypair::ed25519_from_bytes([i; 32])
-            .unwrap()
-            .public()
-            .to_peer_id()
+    #[test]
+    fn slot_keys_round_trip_and_sort_by_seq() {
+        let k = slot_key(RECORD, 3, 42);
+        assert_eq!(parse_slot_key(&k), Some((3, 42)));
+        assert!(slot_key(RECORD, 3, 255) < slot_key(RECORD, 3, 256));
+        assert!(slot_key(RECORD, 3, u64::MAX) < slot_key(RECORD, 4, 0));
+        assert!(k.starts_with(&id_key(RECORD, 3)));
+        assert_eq!(parse_slot_key(&k[..12]), None);
+        let t = time_key(1.5, 7, 9);
+        assert_eq!(parse_time_key(&t), Some((7, 9)));
+        assert!(time_key(1.5, 9, 9) < time_key(2.0, 1, 1));
     }
 
     #[test]
-    fn record_keys_round_trip_and_sort_by_seq() {
-        let p = peer(3);
-        let k = record_key(&p, 42);
-        assert_eq!(parse_record_key(&k), Some((p, 42)));
-        assert!(record_key(&p, 255) < record_key(&p, 256));
-        assert!(k.starts_with(&origin_prefix(&p)));
-        assert_eq!(parse_record_key(&k[..k.len() - 1]), None);
+    fn compact_records_round_trip() {
+        let kp = libp2p_identity::Keypair::ed25519_from_bytes([9; 32]).unwrap();
+        let rec = SignedRecord::sign_bytes(RecordKind::Pattern, vec![1, 2, 3], &kp);
+        let v = encode_record(&rec);
+        assert_eq!(v.len(), 2 + 64 + 3);
+        assert_eq!(decode_record(&v, &rec.signer).unwrap(), rec);
+        assert_eq!(record_body(&v).unwrap(), &[1, 2, 3]);
+        assert!(decode_record(&[7, 0], &rec.signer).is_none());
+        assert!(decode_record(&[0, 64, 1], &rec.signer).is_none());
     }
 
     proptest! {

@@ -81,6 +81,7 @@ async fn bad_signatures_are_rejected_counted_not_stored_not_forwarded() {
                         v: BODY_VERSION,
                         origin: key.public().to_peer_id(),
                         seq: 1,
+                        prev_seq: None,
                         computed_at: 1_700_000_000.0,
                         stats: DepthTable::default(),
                         insights: Default::default(),

@@ -122,6 +122,7 @@ fn insight_of(key: &Keypair) -> SignedRecord {
         v: BODY_VERSION,
         origin: key.public().to_peer_id(),
         seq: 1,
+        prev_seq: None,
         computed_at: 1_700_000_000.0,
         stats,
         insights: Default::default(),
