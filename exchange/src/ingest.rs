@@ -460,9 +460,12 @@ impl State {
         Acceptance::Accept
     }
 
+    /// Frontiers only grow: results of concurrent writes may come back in
+    /// any order.
     pub(crate) fn apply_frontier(&mut self, updates: &[(PeerId, u64)]) {
         for (o, s) in updates {
-            if self.tree.len() < self.cfg.max_origins || self.tree.get(o) > 0 {
+            let cur = self.tree.get(o);
+            if *s > cur && (self.tree.len() < self.cfg.max_origins || cur > 0) {
                 self.tree.set(*o, *s);
             }
         }

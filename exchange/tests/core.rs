@@ -173,10 +173,25 @@ fn quota_targets_the_origin_and_deferred_records_come_back() {
     let o = s2.reputation().find(|(p, _)| **p == origin).unwrap().1;
     assert!(o.count(ReputationEvent::RateLimitExceeded) >= 1);
     // raise node 2's quota: the deferred records become fetchable again
+    let now = net.now();
     net.nodes[2]
         .state
-        .handle(Input::Config(Box::new(cfg())), net.now());
+        .handle(Input::Config(Box::new(cfg())), now);
     net.run_until(3700 * S);
+    if net.hashes(2) != net.hashes(0) {
+        let st = &net.nodes[2].state;
+        eprintln!(
+            "{:?}\n{:?}\n{:?}",
+            st.counters(),
+            st.frontier(),
+            net.nodes[1].state.frontier()
+        );
+        eprintln!("{:?}", st.deferred().collect::<Vec<_>>());
+        eprintln!(
+            "{:?}",
+            &net.nodes[2].events[net.nodes[2].events.len().saturating_sub(10)..]
+        );
+    }
     assert_eq!(net.hashes(2), net.hashes(0));
 }
 
