@@ -9,8 +9,15 @@ use std::collections::BTreeMap;
 
 use libp2p_identity::PeerId;
 
-use crate::record::ContentHash;
-use crate::wire::{FrontierEntry, SeqRange, MAX_FRONTIER_ENTRIES};
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::record::{ContentHash, SignedRecord};
+use crate::wire::{
+    bound, bound_record, check_version, Cursor, FrontierEntry, PatternRequest, PatternResponse,
+    RequestFilters, SeqRange, VersionProbe, WireError, MAX_FRONTIER_ENTRIES, MAX_RANGES,
+    MAX_RECORDS_PER_RESPONSE, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+};
 
 /// origin → highest contiguous seq held.
 pub type Frontier = BTreeMap<PeerId, u64>;
@@ -112,6 +119,291 @@ pub fn advance_contiguous(current: u64, held_above: &std::collections::BTreeSet<
     f
 }
 
+// ---- sync messages with frontier reconciliation (additive, wire v1) --------
+
+/// Deepest level of the reconciliation tree (8 levels of 4 bits of a 32-bit
+/// origin key).
+pub const MAX_RECON_DEPTH: u8 = 8;
+/// Most buckets in one reconciliation query or reply.
+pub const MAX_RECON_BUCKETS: usize = 1024;
+
+/// A bucket of the frontier digest tree: the origins whose 32-bit key starts
+/// with the top `4 * depth` bits of `prefix` (`prefix` is right-aligned:
+/// `key >> (32 - 4 * depth)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Bucket {
+    pub depth: u8,
+    pub prefix: u32,
+}
+
+/// A bucket's digest (XOR of its entries' 64-bit hashes) and entry count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BucketDigest {
+    pub bucket: Bucket,
+    pub count: u32,
+    pub digest: u64,
+}
+
+/// Range-based reconciliation over the frontier (added in wire v1): "these
+/// are my digests of these buckets". Older peers ignore the field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReconQuery {
+    pub buckets: Vec<BucketDigest>,
+}
+
+/// The answer for one differing bucket: its children's digests (to descend),
+/// or, for a small or deepest bucket, the responder's entries in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ReconItem {
+    Split {
+        bucket: Bucket,
+        children: Vec<BucketDigest>,
+    },
+    Entries {
+        bucket: Bucket,
+        entries: Vec<FrontierEntry>,
+    },
+}
+
+/// The reply to a [`ReconQuery`]: one item per bucket that differs; buckets
+/// equal on both sides are left out; `skipped` ones did not fit (ask again).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReconReply {
+    pub items: Vec<ReconItem>,
+    #[serde(default)]
+    pub skipped: Vec<Bucket>,
+}
+
+impl ReconQuery {
+    pub fn validate(&self) -> Result<(), WireError> {
+        bound("recon.buckets", self.buckets.len(), MAX_RECON_BUCKETS)?;
+        for b in &self.buckets {
+            b.bucket.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl Bucket {
+    pub fn validate(&self) -> Result<(), WireError> {
+        if self.depth > MAX_RECON_DEPTH {
+            return Err(WireError::Bound {
+                field: "recon.depth",
+                reason: format!("{}; the limit is {MAX_RECON_DEPTH}", self.depth),
+            });
+        }
+        let bits = 4 * u32::from(self.depth);
+        if bits < 32 && u64::from(self.prefix) >= (1u64 << bits) {
+            return Err(WireError::Bound {
+                field: "recon.prefix",
+                reason: format!("{} does not fit in {bits} bits", self.prefix),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl ReconReply {
+    pub fn validate(&self) -> Result<(), WireError> {
+        bound("recon.items", self.items.len(), MAX_RECON_BUCKETS)?;
+        bound("recon.skipped", self.skipped.len(), MAX_RECON_BUCKETS)?;
+        let mut entries = 0usize;
+        for i in &self.items {
+            match i {
+                ReconItem::Split { bucket, children } => {
+                    bucket.validate()?;
+                    bound("recon.children", children.len(), 16)?;
+                    for c in children {
+                        c.bucket.validate()?;
+                    }
+                }
+                ReconItem::Entries { bucket, entries: e } => {
+                    bucket.validate()?;
+                    entries += e.len();
+                }
+            }
+        }
+        bound("recon.entries", entries, MAX_FRONTIER_ENTRIES)
+    }
+}
+
+/// `pattern_request` as new nodes send it: the same CBOR map as
+/// [`PatternRequest`] plus the optional `recon` field (so each decodes the
+/// other's bytes; an old node ignores `recon`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub v: u16,
+    #[serde(default)]
+    pub ranges: Vec<SeqRange>,
+    #[serde(default)]
+    pub have: Option<Vec<FrontierEntry>>,
+    #[serde(default)]
+    pub filters: Option<RequestFilters>,
+    #[serde(default)]
+    pub cursor: Option<Cursor>,
+    pub max_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<SignedRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recon: Option<ReconQuery>,
+}
+
+/// `pattern_response` as new nodes send it: [`PatternResponse`] plus `recon`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub v: u16,
+    pub records: Vec<SignedRecord>,
+    pub more: bool,
+    #[serde(default)]
+    pub next_cursor: Option<Cursor>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insight: Option<SignedRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recon: Option<ReconReply>,
+}
+
+impl SyncRequest {
+    /// An empty request (no ranges, no `have`, no filters).
+    pub fn new(max_count: u32) -> SyncRequest {
+        SyncRequest {
+            v: crate::wire::WIRE_VERSION,
+            ranges: Vec::new(),
+            have: None,
+            filters: None,
+            cursor: None,
+            max_count,
+            promote: None,
+            recon: None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        codec::to_cbor(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SyncRequest, WireError> {
+        let probe: VersionProbe = codec::from_cbor(bytes, MAX_REQUEST_BYTES)?;
+        check_version(probe.v)?;
+        let req: SyncRequest = codec::from_cbor(bytes, MAX_REQUEST_BYTES)?;
+        req.validate()?;
+        Ok(req)
+    }
+
+    pub fn validate(&self) -> Result<(), WireError> {
+        bound("ranges", self.ranges.len(), MAX_RANGES)?;
+        if let Some(h) = &self.have {
+            bound("have", h.len(), MAX_FRONTIER_ENTRIES)?;
+        }
+        if let Some(f) = &self.filters {
+            f.validate()?;
+        }
+        if let Some(r) = &self.promote {
+            bound_record("promote", r)?;
+        }
+        if let Some(q) = &self.recon {
+            q.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl SyncResponse {
+    /// A refusal naming its reason.
+    pub fn refusal(why: impl Into<String>) -> SyncResponse {
+        SyncResponse {
+            v: crate::wire::WIRE_VERSION,
+            records: Vec::new(),
+            more: false,
+            next_cursor: None,
+            error: Some(why.into()),
+            insight: None,
+            recon: None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        codec::to_cbor(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SyncResponse, WireError> {
+        let probe: VersionProbe = codec::from_cbor(bytes, MAX_RESPONSE_BYTES)?;
+        check_version(probe.v)?;
+        let resp: SyncResponse = codec::from_cbor(bytes, MAX_RESPONSE_BYTES)?;
+        resp.validate()?;
+        Ok(resp)
+    }
+
+    pub fn validate(&self) -> Result<(), WireError> {
+        bound("records", self.records.len(), MAX_RECORDS_PER_RESPONSE)?;
+        if let Some(r) = &self.insight {
+            bound_record("insight", r)?;
+        }
+        if let Some(r) = &self.recon {
+            r.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl From<PatternRequest> for SyncRequest {
+    fn from(r: PatternRequest) -> Self {
+        SyncRequest {
+            v: r.v,
+            ranges: r.ranges,
+            have: r.have,
+            filters: r.filters,
+            cursor: r.cursor,
+            max_count: r.max_count,
+            promote: r.promote,
+            recon: None,
+        }
+    }
+}
+
+impl From<SyncRequest> for PatternRequest {
+    fn from(r: SyncRequest) -> Self {
+        PatternRequest {
+            v: r.v,
+            ranges: r.ranges,
+            have: r.have,
+            filters: r.filters,
+            cursor: r.cursor,
+            max_count: r.max_count,
+            promote: r.promote,
+        }
+    }
+}
+
+impl From<PatternResponse> for SyncResponse {
+    fn from(r: PatternResponse) -> Self {
+        SyncResponse {
+            v: r.v,
+            records: r.records,
+            more: r.more,
+            next_cursor: r.next_cursor,
+            error: r.error,
+            insight: r.insight,
+            recon: None,
+        }
+    }
+}
+
+impl From<SyncResponse> for PatternResponse {
+    fn from(r: SyncResponse) -> Self {
+        PatternResponse {
+            v: r.v,
+            records: r.records,
+            more: r.more,
+            next_cursor: r.next_cursor,
+            error: r.error,
+            insight: r.insight,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +474,75 @@ mod tests {
         let held: std::collections::BTreeSet<u64> = [3, 4, 6].into();
         assert_eq!(advance_contiguous(2, &held), 4);
         assert_eq!(advance_contiguous(1, &held), 1);
+    }
+
+    #[test]
+    fn sync_messages_and_old_messages_decode_each_other() {
+        let mut req = SyncRequest::new(7);
+        req.recon = Some(ReconQuery {
+            buckets: vec![BucketDigest {
+                bucket: Bucket {
+                    depth: 1,
+                    prefix: 3,
+                },
+                count: 2,
+                digest: 99,
+            }],
+        });
+        assert_eq!(SyncRequest::decode(&req.encode()).unwrap(), req);
+        // an old node reads the new request and ignores `recon`
+        let old = PatternRequest::decode(&req.encode()).unwrap();
+        assert_eq!(old.max_count, 7);
+        // a new node reads an old request
+        let back = SyncRequest::decode(&old.encode()).unwrap();
+        assert_eq!(back.recon, None);
+        let resp = SyncResponse {
+            recon: Some(ReconReply {
+                items: vec![ReconItem::Entries {
+                    bucket: Bucket {
+                        depth: 8,
+                        prefix: u32::MAX,
+                    },
+                    entries: vec![FrontierEntry {
+                        origin: peer(1),
+                        seq: 4,
+                    }],
+                }],
+                skipped: vec![],
+            }),
+            ..SyncResponse::refusal("x")
+        };
+        assert_eq!(SyncResponse::decode(&resp.encode()).unwrap(), resp);
+        assert!(PatternResponse::decode(&resp.encode()).is_ok());
+    }
+
+    #[test]
+    fn bad_recon_buckets_are_refused() {
+        let mut req = SyncRequest::new(1);
+        req.recon = Some(ReconQuery {
+            buckets: vec![BucketDigest {
+                bucket: Bucket {
+                    depth: 1,
+                    prefix: 16,
+                },
+                count: 0,
+                digest: 0,
+            }],
+        });
+        assert_eq!(
+            SyncRequest::decode(&req.encode()).unwrap_err().reason(),
+            "bounds"
+        );
+        req.recon = Some(ReconQuery {
+            buckets: vec![BucketDigest {
+                bucket: Bucket {
+                    depth: 9,
+                    prefix: 0,
+                },
+                count: 0,
+                digest: 0,
+            }],
+        });
+        assert!(SyncRequest::decode(&req.encode()).is_err());
     }
 }

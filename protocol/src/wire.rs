@@ -17,6 +17,11 @@ use crate::schema::Depth;
 
 pub const WIRE_VERSION: u16 = 1;
 
+pub use crate::sync::{
+    Bucket, BucketDigest, ReconItem, ReconQuery, ReconReply, SyncRequest, SyncResponse,
+    MAX_RECON_BUCKETS, MAX_RECON_DEPTH,
+};
+
 /// Largest gossip message, in bytes (also the gossipsub transmit limit).
 pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
 /// Most frontier entries carried in one announcement or request.
@@ -62,7 +67,7 @@ impl WireError {
     }
 }
 
-fn bound(field: &'static str, len: usize, max: usize) -> Result<(), WireError> {
+pub(crate) fn bound(field: &'static str, len: usize, max: usize) -> Result<(), WireError> {
     if len > max {
         return Err(WireError::Bound {
             field,
@@ -122,12 +127,42 @@ pub struct InsightBroadcast {
     pub record: SignedRecord,
 }
 
+/// `record_push` (added in wire v1, on the records topic): one signed
+/// record pushed eagerly. Self-authenticating: the record's origin signed it,
+/// whoever forwards it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordPush {
+    pub v: u16,
+    pub record: SignedRecord,
+}
+
+/// `digest_announcement` (added in wire v1, on the announce topic): a small
+/// summary of the sender's frontier. `from` must be the message's author: a
+/// node announces only for itself. A receiver whose own root differs
+/// reconciles with the sender ([`ReconQuery`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigestAnnouncement {
+    pub v: u16,
+    pub from: PeerId,
+    /// Root digest of the frontier digest tree (see `metamesh_exchange::recon`).
+    pub root: u64,
+    /// Origins in the frontier.
+    pub origins: u64,
+    /// The sender's own highest seq (0 when it has none or does not share).
+    pub own_seq: u64,
+    /// Unix seconds when sent (two announcements of an unchanged frontier
+    /// are different messages, so gossipsub does not drop the later one).
+    pub at: u64,
+}
+
 /// What travels on gossipsub topics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum GossipMessage {
     PatternAnnouncement(PatternAnnouncement),
     InsightBroadcast(InsightBroadcast),
+    RecordPush(RecordPush),
+    DigestAnnouncement(DigestAnnouncement),
 }
 
 /// The seed's request filters.
@@ -229,7 +264,7 @@ pub struct PatternResponse {
 
 /// An optional record carried in a request or response must be one
 /// envelope within the record bounds.
-fn bound_record(field: &'static str, r: &SignedRecord) -> Result<(), WireError> {
+pub(crate) fn bound_record(field: &'static str, r: &SignedRecord) -> Result<(), WireError> {
     if r.body.len() > crate::record::MAX_BODY_BYTES
         || r.signer.len() + r.signature.len()
             > crate::record::MAX_RECORD_BYTES - crate::record::MAX_BODY_BYTES
@@ -247,8 +282,8 @@ fn bound_record(field: &'static str, r: &SignedRecord) -> Result<(), WireError> 
 }
 
 #[derive(Deserialize)]
-struct VersionProbe {
-    v: u16,
+pub(crate) struct VersionProbe {
+    pub(crate) v: u16,
 }
 
 #[derive(Deserialize)]
@@ -262,9 +297,11 @@ struct TaggedProbe {
 enum VersionProbeInner {
     PatternAnnouncement(VersionProbe),
     InsightBroadcast(VersionProbe),
+    RecordPush(VersionProbe),
+    DigestAnnouncement(VersionProbe),
 }
 
-fn check_version(v: u16) -> Result<(), WireError> {
+pub(crate) fn check_version(v: u16) -> Result<(), WireError> {
     if v != WIRE_VERSION {
         return Err(WireError::UnknownVersion(v));
     }
@@ -279,9 +316,10 @@ impl GossipMessage {
     pub fn decode(bytes: &[u8]) -> Result<GossipMessage, WireError> {
         let probe: TaggedProbe = codec::from_cbor(bytes, MAX_GOSSIP_BYTES)?;
         let v = match probe.inner {
-            VersionProbeInner::PatternAnnouncement(p) | VersionProbeInner::InsightBroadcast(p) => {
-                p.v
-            }
+            VersionProbeInner::PatternAnnouncement(p)
+            | VersionProbeInner::InsightBroadcast(p)
+            | VersionProbeInner::RecordPush(p)
+            | VersionProbeInner::DigestAnnouncement(p) => p.v,
         };
         check_version(v)?;
         let msg: GossipMessage = codec::from_cbor(bytes, MAX_GOSSIP_BYTES)?;
@@ -292,6 +330,9 @@ impl GossipMessage {
                 a.depth_distribution.len(),
                 Depth::COUNT,
             )?;
+        }
+        if let GossipMessage::RecordPush(p) = &msg {
+            bound_record("record", &p.record)?;
         }
         Ok(msg)
     }

@@ -9,6 +9,7 @@
 
 pub mod env;
 pub mod matrix;
+pub mod net;
 pub mod plot;
 pub mod sim;
 

@@ -1,0 +1,252 @@
+//! Our own records: epochs and sequence numbers, local submissions (with
+//! the quota pushing back on the writer) and our insight broadcasts.
+//!
+//! Own-seq safety (INTERFACES.md): each process start is an epoch chosen
+//! with [`next_epoch`] and made durable by the shell *before* the core
+//! signs anything; own seqs are `epoch << 32 | counter`. A slot is
+//! therefore never signed twice, even after a restore from an old backup,
+//! and a lone node records at once. The first record of an epoch names the
+//! last own seq known (`prev`), so the chain stays gap-free for the
+//! frontier rule.
+
+use libp2p_identity::PeerId;
+use metamesh_protocol::record::RecordKind;
+use metamesh_protocol::wire::{GossipMessage, InsightBroadcast, RecordPush, WIRE_VERSION};
+use metamesh_protocol::{codec, DepthTable, InsightBody, InsightSet, Pattern, SignedRecord};
+use serde::Serialize;
+
+use crate::book::TokenBucket;
+use crate::compat;
+use crate::io::*;
+use crate::state::{State, WriteJob};
+
+/// The epoch of a new process: `max(now_unix_secs, last_epoch + 1)`.
+pub fn next_epoch(now_unix_secs: f64, last_epoch: u32) -> u32 {
+    let now = if now_unix_secs.is_finite() && now_unix_secs > 0.0 {
+        now_unix_secs.min(f64::from(u32::MAX)) as u32
+    } else {
+        0
+    };
+    now.max(last_epoch.saturating_add(1))
+}
+
+/// Own sequence numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnSeq {
+    pub epoch: Option<u32>,
+    /// Highest own seq signed or seen.
+    pub last: u64,
+    /// `prev` of the next record when it must be explicit (first of an epoch).
+    first_prev: Option<u64>,
+}
+
+impl OwnSeq {
+    pub fn new(epoch: Option<u32>, last_own_seq: u64) -> OwnSeq {
+        OwnSeq {
+            epoch,
+            last: last_own_seq,
+            first_prev: epoch.map(|_| last_own_seq),
+        }
+    }
+
+    /// The next seq to sign and its explicit `prev`, if any.
+    pub fn next(&mut self) -> (u64, Option<u64>) {
+        let seq = match self.epoch {
+            Some(e) => {
+                let base = u64::from(e) << 32;
+                if self.last >= base {
+                    self.last.saturating_add(1)
+                } else {
+                    base | 1
+                }
+            }
+            None => self.last.saturating_add(1),
+        };
+        let prev = self.first_prev.take();
+        self.last = seq;
+        (seq, prev)
+    }
+
+    /// An own record seen elsewhere (a peer held it): never sign at or below it.
+    pub fn bump(&mut self, seq: u64) {
+        if seq > self.last {
+            if let Some(p) = &mut self.first_prev {
+                *p = (*p).max(seq);
+            }
+            self.last = seq;
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct OwnInsightBody<'a> {
+    v: u16,
+    origin: PeerId,
+    seq: u64,
+    computed_at: f64,
+    stats: &'a DepthTable,
+    insights: &'a InsightSet,
+}
+
+impl State {
+    pub(crate) fn on_submit(&mut self, id: SubmitId, patterns: Vec<Pattern>, now: f64) {
+        let answer = |s: &mut State, result| s.out.push(Output::Submitted { id, result });
+        if patterns.len() > self.cfg.max_submit {
+            let e = SubmitError::TooMany(patterns.len(), self.cfg.max_submit);
+            return answer(self, Err(e));
+        }
+        if patterns.is_empty() {
+            return answer(self, Ok(Vec::new()));
+        }
+        if self.writing.len() >= self.writing.cap() {
+            return answer(self, Err(SubmitError::Busy(self.writing.len())));
+        }
+        for (index, p) in patterns.iter().enumerate() {
+            if let Err(e) = p.validate(now) {
+                let reason = e.to_string();
+                return answer(self, Err(SubmitError::Invalid { index, reason }));
+            }
+        }
+        // The quota peers apply to us pushes back here, before signing.
+        let per_hour = self.cfg.records_per_origin_per_hour;
+        let (rate, burst) = (f64::from(per_hour) / 3600.0, f64::from(per_hour).max(1.0));
+        let n = patterns.len() as f64;
+        let me = self.me;
+        let b = self.origin_quota.entry_or_insert_with(
+            me,
+            || TokenBucket::full(burst, now),
+            |_| i64::MAX,
+        );
+        if !b.try_take(n, rate, burst, now) {
+            let retry_after_secs = b.wait_for(n, rate, burst, now);
+            let e = SubmitError::Quota {
+                allowed: per_hour,
+                retry_after_secs,
+            };
+            return answer(self, Err(e));
+        }
+        let mut batch = PersistBatch::default();
+        let mut records = Vec::new();
+        for p in &patterns {
+            let (seq, prev) = self.own.next();
+            let rec = compat::sign_pattern(p, seq, prev, &self.key);
+            let Ok(body) = rec.decode_pattern_unverified(me, now) else {
+                continue; // cannot happen: validated above and signed by us
+            };
+            let hash = rec.content_hash();
+            records.push((rec.clone(), SubmittedRecord { seq, hash }, p.depth_used));
+            batch.records.push((rec, body));
+        }
+        batch.own_seq = Some(self.own.last);
+        let wid = WriteId(self.id());
+        self.writing.insert(wid, WriteJob::Submit { id, records });
+        self.out.push(Output::Persist { id: wid, batch });
+    }
+
+    /// Own records are durable: answer the writer, then push them.
+    pub(crate) fn on_submit_written(
+        &mut self,
+        id: SubmitId,
+        records: Vec<(SignedRecord, SubmittedRecord, metamesh_protocol::Depth)>,
+        result: Result<Persisted, String>,
+        _now: f64,
+    ) {
+        let p = match result {
+            Ok(p) => p,
+            Err(e) => {
+                return self.out.push(Output::Submitted {
+                    id,
+                    result: Err(SubmitError::Store(e)),
+                })
+            }
+        };
+        self.apply_frontier(&p.frontier);
+        let mut done = Vec::new();
+        for (rec, sub, depth) in records {
+            self.counters.records_accepted += 1;
+            self.emit(Event::PatternAccepted {
+                origin: self.me,
+                seq: sub.seq,
+                hash: sub.hash,
+                depth,
+                local: true,
+            });
+            if self.cfg.sharing {
+                let msg = GossipMessage::RecordPush(RecordPush {
+                    v: WIRE_VERSION,
+                    record: rec,
+                });
+                self.out.push(Output::Publish {
+                    topic: Topic::Records,
+                    data: msg.encode(),
+                });
+            }
+            done.push(sub);
+        }
+        self.out.push(Output::Submitted {
+            id,
+            result: Ok(done),
+        });
+    }
+
+    pub(crate) fn on_own_insights(&mut self, stats: DepthTable, insights: InsightSet, now: f64) {
+        self.pending_insight = Some((stats, insights));
+        self.maybe_broadcast_insight(now);
+    }
+
+    /// Sign and broadcast our pending insights, at most every
+    /// `insight_interval_secs`.
+    pub(crate) fn maybe_broadcast_insight(&mut self, now: f64) {
+        if self.pending_insight.is_none()
+            || now - self.last_insight_at < self.cfg.insight_interval_secs
+        {
+            return;
+        }
+        let Some((stats, insights)) = self.pending_insight.take() else {
+            return;
+        };
+        self.last_insight_at = now;
+        let last = self
+            .insight_seqs
+            .get(&self.me)
+            .map(|(s, _)| *s)
+            .unwrap_or(0);
+        let base = self.own.epoch.map(|e| u64::from(e) << 32 | 1).unwrap_or(1);
+        let seq = last.saturating_add(1).max(base);
+        let body = OwnInsightBody {
+            v: metamesh_protocol::record::BODY_VERSION,
+            origin: self.me,
+            seq,
+            computed_at: now,
+            stats: &stats,
+            insights: &insights,
+        };
+        let rec = SignedRecord::sign_bytes(RecordKind::Insight, codec::to_cbor(&body), &self.key);
+        let Ok(decoded) =
+            codec::from_cbor::<InsightBody>(&rec.body, metamesh_protocol::record::MAX_BODY_BYTES)
+        else {
+            return;
+        };
+        self.insight_seqs.insert(self.me, (seq, rec.content_hash()));
+        self.own_insight = Some((rec.clone(), decoded.clone()));
+        let wid = WriteId(self.id());
+        self.writing.insert(wid, WriteJob::Other);
+        self.out.push(Output::Persist {
+            id: wid,
+            batch: PersistBatch {
+                insights: vec![(rec.clone(), decoded)],
+                ..PersistBatch::default()
+            },
+        });
+        if self.cfg.sharing {
+            let msg = GossipMessage::InsightBroadcast(InsightBroadcast {
+                v: WIRE_VERSION,
+                record: rec,
+            });
+            self.out.push(Output::Publish {
+                topic: Topic::Insights,
+                data: msg.encode(),
+            });
+        }
+    }
+}
