@@ -7,7 +7,8 @@
 use libp2p::identity::Keypair;
 use libp2p::request_response::ResponseChannel;
 use libp2p::Multiaddr;
-use metamesh_protocol::wire::PatternResponse;
+use libp2p::PeerId;
+use metamesh_protocol::wire::{PatternRequest, PatternResponse};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -29,6 +30,11 @@ enum Command {
     Dial {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Request {
+        peer: PeerId,
+        request: PatternRequest,
+        reply: oneshot::Sender<Result<PatternResponse, NetError>>,
     },
 }
 
@@ -59,6 +65,24 @@ impl NetworkHandle {
             .map_err(|_| NetError::Stopped)
     }
 
+    /// Send a `pattern_request` and wait for its answer.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        request: PatternRequest,
+    ) -> Result<PatternResponse, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Request {
+                peer,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)?
+    }
+
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
         let (reply, rx) = oneshot::channel();
         self.commands
@@ -80,9 +104,20 @@ pub fn start(
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(CHANNEL_CAPACITY);
     let (ev_tx, ev_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let task = tokio::spawn(async move {
+        let mut pending = std::collections::HashMap::new();
         loop {
             tokio::select! {
                 ev = net.next_event() => {
+                    let ev = match ev {
+                        NetEvent::Response { id, peer, result } => match pending.remove(&id) {
+                            Some(reply) => {
+                                let _: Result<(), _> = oneshot::Sender::send(reply, result);
+                                continue;
+                            }
+                            None => NetEvent::Response { id, peer, result },
+                        },
+                        other => other,
+                    };
                     match ev_tx.try_send(ev) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(NetEvent::Gossip { source, message_id, .. })) => {
@@ -104,6 +139,9 @@ pub fn start(
                     Some(Command::Respond { channel, response }) => net.respond(channel, response),
                     Some(Command::Dial { addr, reply }) => {
                         let _ = reply.send(net.dial(addr));
+                    }
+                    Some(Command::Request { peer, request, reply }) => {
+                        pending.insert(net.request(peer, request), reply);
                     }
                 },
             }
