@@ -89,6 +89,9 @@ pub struct Config {
     pub trust: BTreeMap<PeerId, Trust>,
     /// Parent (promotion target; its insights count as inherited).
     pub parent: Option<PeerId>,
+    /// Seconds between reconciliations with the parent (it may be in
+    /// another mesh, whose announcements never reach us).
+    pub parent_resync_secs: f64,
 }
 
 impl Default for Config {
@@ -130,6 +133,7 @@ impl Default for Config {
             ban_secs: 3600.0,
             trust: BTreeMap::new(),
             parent: None,
+            parent_resync_secs: 30.0,
         }
     }
 }

@@ -160,6 +160,12 @@ pub enum Input {
     },
     /// New configuration (bounds, rates, acceptance policy, trust).
     Config(Box<crate::Config>),
+    /// A charge the exchange cannot see for itself: the learning policy
+    /// found a peer's evidence contradicted by the node's own outcomes.
+    Charge {
+        peer: PeerId,
+        event: ReputationEvent,
+    },
 }
 
 /// Timers the core asks the shell to fire (opaque to the shell).

@@ -227,6 +227,7 @@ impl State {
             Input::Submit { id, patterns } => self.on_submit(id, patterns, now),
             Input::OwnInsights { stats, insights } => self.on_own_insights(stats, insights, now),
             Input::Config(cfg) => self.on_config(*cfg),
+            Input::Charge { peer, event } => self.charge(peer, event, 1, now),
         }
         std::mem::take(&mut self.out)
     }
@@ -429,6 +430,16 @@ impl State {
         self.deferred.retain(|_, until| *until > now);
         self.maybe_announce(now);
         self.maybe_broadcast_insight(now);
+        // Parent and child may be in different meshes (no announcement
+        // crosses): reconcile with the parent on a cadence.
+        if let Some(p) = self.cfg.parent {
+            let due = self.peers.get(&p).is_some_and(|i| {
+                !i.recon_running && now - i.last_recon >= self.cfg.parent_resync_secs
+            });
+            if due {
+                self.start_recon(p, now);
+            }
+        }
         // persist changed reputation
         let rep = self.book.take_dirty(1024);
         if !rep.is_empty() {

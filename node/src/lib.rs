@@ -1,6 +1,7 @@
 //! metamesh-node: the running node (libp2p mesh, validation pipeline, sync,
 //! HTTP API, metrics, configuration) and the `metamesh` CLI.
 
+pub mod actor;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -11,4 +12,3 @@ pub mod logging;
 pub mod metrics;
 pub mod network;
 pub mod pipeline;
-pub mod service;

@@ -52,6 +52,16 @@ impl Store {
             .collect()
     }
 
+    /// The frontier of one origin (0 when none is held).
+    pub fn frontier_of(&self, origin: &PeerId) -> u64 {
+        let mem = self.mem_read();
+        mem.origins
+            .get(origin)
+            .and_then(|id| mem.frontier.get(id))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Is the slot (origin, seq) held (stored or declined)? Held slots are
     /// at or below the frontier or pending above it: answered from memory
     /// plus, only for origins with pending slots, one point lookup.
@@ -390,6 +400,26 @@ impl Store {
             .imports
             .as_ref()
             .is_some_and(|f| f.contains(&keys::import_prefix(key))))
+    }
+
+    /// Remember import keys of patterns stored by other means (the node's
+    /// exchange core signs and persists them; the keys follow, flushed):
+    /// a later import of the same pattern is a duplicate. Written after the
+    /// records, so a crash in between can duplicate, never lose, a pattern.
+    pub fn add_import_keys(&self, tag: u64, import_keys: &[[u8; 32]]) -> Result<(), StoreError> {
+        if import_keys.is_empty() {
+            return Ok(());
+        }
+        let prefixes: Vec<u64> = import_keys.iter().map(keys::import_prefix).collect();
+        let blob: Vec<u8> = prefixes.iter().flat_map(|p| p.to_le_bytes()).collect();
+        let mut ws = self.writer_state();
+        self.data()
+            .insert([&[keys::IMPORT][..], &tag.to_be_bytes()].concat(), blob)?;
+        if let Some(f) = ws.imports.as_mut() {
+            f.extend(prefixes);
+        }
+        drop(ws);
+        self.flush()
     }
 
     // ---- node key-value helpers --------------------------------------------

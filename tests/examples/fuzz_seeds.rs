@@ -63,6 +63,7 @@ fn main() {
         computed_at: NOW,
         insights: insights::compute(&stats, None, &Prior::default(), NOW),
         stats: stats.clone(),
+        prev_seq: None,
     };
     let irec = SignedRecord::sign_insight(&ibody, &key);
 

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
+use metamesh_node::actor::{start_node, NodeOptions, RunningNode};
 use metamesh_node::config::Config;
-use metamesh_node::service::{start_node, NodeOptions, RunningNode};
 use metamesh_protocol::{Depth, Pattern};
 
 /// Generous: a loaded 2-core machine is slow.

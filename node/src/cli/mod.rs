@@ -225,7 +225,7 @@ pub struct SwarmArgs {
     /// Print one JSON summary object instead of the per-round table.
     #[arg(long)]
     pub json: bool,
-    /// Operator trust between the nodes: `fleet` (honest nodes list each other as trusted), `anchor` (everyone trusts node 0), `none`.
-    #[arg(long, default_value = "fleet")]
+    /// Operator trust between the nodes: `none` (the default: what a real node has among strangers), `fleet` (honest nodes list each other as trusted), `anchor` (everyone trusts node 0).
+    #[arg(long, default_value = "none")]
     pub trust: String,
 }

@@ -8,9 +8,9 @@
 use anyhow::{Context, Result};
 
 use super::*;
+use crate::actor::{start_node, NodeOptions};
 use crate::config::Config;
 use crate::datadir::DataDir;
-use crate::service::{start_node, NodeOptions};
 
 pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
     let dd = DataDir::resolve(g.data_dir.clone());

@@ -16,7 +16,10 @@
 //! network timing varies, and the per-round barrier removes its effect on
 //! the views whenever propagation completes within the deadline.
 
+mod measure;
+
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -28,9 +31,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::*;
+use crate::actor::{now_secs, start_node, NodeOptions, RunningNode};
 use crate::api::NodeApi;
 use crate::config::Config;
-use crate::service::{now_secs, start_node, NodeOptions, RunningNode};
+use crate::events::NodeEvent;
+use measure::{Arrivals, LatencySummary};
 
 /// True mean quality per depth (minimal … thorough).
 pub const TRUE_MEANS: [f64; Depth::COUNT] = [0.30, 0.45, 0.58, 0.66, 0.62];
@@ -80,6 +85,27 @@ pub struct SwarmSummary {
     pub patterns_served: u64,
     pub bytes_sent: u64,
     pub rounds_fully_propagated: usize,
+    /// Time from a pattern's recording until every other node stored it:
+    /// p50/p99/max over all patterns of the run (milliseconds).
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// Patterns that did not reach every node before their round ended.
+    pub undelivered: usize,
+    /// Application bytes sent (announcements, insight broadcasts, sync
+    /// responses; not gossipsub forwarding or transport framing), summed
+    /// over nodes, per delivered copy (pattern × receiving node).
+    pub bytes_per_pattern: f64,
+    /// Mean size of one signed pattern record (body + signer + signature).
+    pub record_bytes: f64,
+    /// Process CPU time (all nodes, user + system) during the rounds, per
+    /// delivered copy (pattern × receiving node).
+    pub cpu_ms_per_pattern: Option<f64>,
+    /// Median honest P(true best) per round in the mesh …
+    pub p_best_by_round: Vec<f64>,
+    /// … and for one node learning alone (same workload, strategy, seed).
+    pub alone_p_best_by_round: Vec<f64>,
+    pub alone_rounds_to_90: Option<usize>,
     pub wall_secs: f64,
     pub per_round: Vec<RoundReport>,
 }
@@ -211,6 +237,34 @@ pub fn swarm(_g: &GlobalArgs, a: SwarmArgs) -> Result<()> {
                 summary.rounds
             )?,
         }
+        match summary.alone_rounds_to_90 {
+            Some(r) => writeln!(
+                out,
+                "alone (one node, same workload and seed): 90% after {r} rounds"
+            )?,
+            None => writeln!(
+                out,
+                "alone (one node, same workload and seed): 90% not reached"
+            )?,
+        }
+        writeln!(
+            out,
+            "P(true best) by round  mesh  {}\n                      alone {}",
+            measure::sparkline(&summary.p_best_by_round),
+            measure::sparkline(&summary.alone_p_best_by_round)
+        )?;
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
+        writeln!(
+            out,
+            "a pattern reaches every node: p50 {}, p99 {}, max {} ({} undelivered); {:.0} B and {} of CPU per delivered copy (record {:.0} B)",
+            ms(summary.p50_ms),
+            ms(summary.p99_ms),
+            ms(summary.max_ms),
+            summary.undelivered,
+            summary.bytes_per_pattern,
+            summary.cpu_ms_per_pattern.map_or("-".to_string(), |v| format!("{v:.2} ms")),
+            summary.record_bytes
+        )?;
         writeln!(
             out,
             "patterns: {} recorded, {} exchanged between nodes ({} served), {} bytes sent; {} of {} rounds fully propagated; wall time {:.1} s",
@@ -286,6 +340,34 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Every node reports each pattern it stores from a peer: when did the
+    // last node get it?
+    let arrivals = Arc::new(Mutex::new(Arrivals::default()));
+    let mut watchers = Vec::with_capacity(nodes.len());
+    for n in &nodes {
+        let mut rx = n.node.subscribe();
+        let arrivals = arrivals.clone();
+        watchers.push(tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match rx.recv().await {
+                    Ok(NodeEvent::PatternAccepted {
+                        origin,
+                        seq,
+                        local: false,
+                        ..
+                    }) => {
+                        let at = Instant::now();
+                        lock(&arrivals).arrived(origin, seq, at);
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }));
+    }
+    let cpu_start = measure::process_cpu();
+
     let best = true_best();
     let worst = true_worst();
     let mut rngs: Vec<ChaCha8Rng> = (0..a.nodes)
@@ -309,7 +391,12 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
             let node_id = n.peer_id().to_string();
             let mut ps = Vec::new();
             if i < honest_n {
-                let view = n.node.collective().view(Prior::default());
+                let view = n
+                    .node
+                    .collective()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("collective view: {e}"))?
+                    .view(Prior::default());
                 let choice = strat.choose(&view, ATP_BUDGET, &mut rngs[i]);
                 let q = outcome(choice.depth, &mut rngs[i]);
                 let mode = if choice.followed_learning {
@@ -344,12 +431,18 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
             }
             total += ps.len() as u64;
             let node = n.node.clone();
-            submissions.push(tokio::spawn(async move { node.submit_patterns(ps).await }));
+            submissions.push(tokio::spawn(async move {
+                let r = node.submit_patterns(ps).await;
+                (r, Instant::now())
+            }));
         }
         for s in submissions {
-            s.await
-                .context("a node's recording task failed")?
-                .map_err(|e| anyhow::anyhow!("recording: {e}"))?;
+            let (r, at) = s.await.context("a node's recording task failed")?;
+            let submitted = r.map_err(|e| anyhow::anyhow!("recording: {e}"))?;
+            let mut arr = lock(&arrivals);
+            for p in submitted {
+                arr.recorded(p.origin, p.seq, at);
+            }
         }
         // Barrier: wait until every node holds every pattern (bounded).
         let deadline = Instant::now() + ROUND_DEADLINE;
@@ -370,7 +463,11 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         let mut conf_true = Vec::with_capacity(honest_n);
         let mut conf_own = Vec::with_capacity(honest_n);
         for n in nodes.iter().take(honest_n) {
-            let agg = n.node.collective();
+            let agg = n
+                .node
+                .collective()
+                .await
+                .map_err(|e| anyhow::anyhow!("collective view: {e}"))?;
             let p = agg.prob_best(&Prior::default());
             let (d, c) = agg.best(&Prior::default());
             votes[d.index()] += 1;
@@ -405,6 +502,17 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         }
         per_round.push(report);
     }
+    let cpu = match (cpu_start, measure::process_cpu()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    // Let the last arrivals be reported, then read them.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for w in &watchers {
+        w.abort();
+    }
+    let latency: LatencySummary = measure::summarise(&lock(&arrivals).latencies(a.nodes));
+    let record_bytes = mean_record_bytes(&nodes[0]);
     let mut exchanged = 0;
     let mut served = 0;
     let mut bytes_sent = 0;
@@ -419,6 +527,16 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         let _ = n.shutdown().await;
     }
     let last = last.context("no rounds ran")?;
+    let copies = (total as f64 * (a.nodes as f64 - 1.0)).max(1.0);
+    let alone_rng = &mut ChaCha8Rng::seed_from_u64(a.seed.wrapping_mul(1_000_003));
+    let alone = measure::alone_baseline(
+        strat.as_ref(),
+        alone_rng,
+        a.rounds,
+        ATP_BUDGET,
+        best,
+        |d, r| outcome(d, r),
+    );
     Ok(SwarmSummary {
         nodes: a.nodes,
         byzantine: a.byzantine,
@@ -436,7 +554,41 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         patterns_served: served,
         bytes_sent,
         rounds_fully_propagated: per_round.iter().filter(|r| r.propagated).count(),
+        p50_ms: latency.p50_ms,
+        p99_ms: latency.p99_ms,
+        max_ms: latency.max_ms,
+        undelivered: latency.undelivered,
+        bytes_per_pattern: bytes_sent as f64 / copies,
+        record_bytes,
+        cpu_ms_per_pattern: cpu.map(|c| c.as_secs_f64() * 1000.0 / copies),
+        p_best_by_round: per_round
+            .iter()
+            .map(|r| r.median_confidence_true_best)
+            .collect(),
+        alone_rounds_to_90: measure::rounds_to_90(&alone),
+        alone_p_best_by_round: alone,
         wall_secs: started.elapsed().as_secs_f64(),
         per_round,
     })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Mean wire size of node 0's own records (what one pattern costs to send).
+fn mean_record_bytes(n: &RunningNode) -> f64 {
+    let recs = n
+        .node
+        .store()
+        .records_in_range(n.peer_id(), 1, u64::MAX, 64, 1 << 20)
+        .unwrap_or_default();
+    if recs.is_empty() {
+        return 0.0;
+    }
+    let sum: usize = recs
+        .iter()
+        .map(|r| r.body.len() + r.signer.len() + r.signature.len() + 16)
+        .sum();
+    sum as f64 / recs.len() as f64
 }

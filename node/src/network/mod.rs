@@ -1,45 +1,52 @@
 //! The libp2p side of the node (DESIGN §3).
 //!
-//! Shape (after rust-libp2p's `examples/file-sharing`): one tokio task — the
-//! [`event_loop::EventLoop`] — owns the `Swarm`; everything else talks to it
-//! through a cloneable [`NetworkHandle`] that sends [`event_loop::Command`]s
-//! over a **bounded** channel with `oneshot` replies, and receives
-//! [`NetEvent`]s over another bounded channel. The event loop never blocks on
-//! a full event channel: it sheds load (a gossip message it cannot hand on is
-//! reported `Ignore`, an inbound request is dropped and the remote retries),
-//! so the two channels can never deadlock each other.
-//!
-//! Protocol decisions (what to accept, what to request, what to serve) are not
-//! made here: they live in [`crate::pipeline`] and [`crate::service`], on top
-//! of the pure core in `metamesh_protocol`.
+//! The swarm is owned by the node's actor ([`crate::actor`]), which polls
+//! [`Net::next_event`] in its single loop and executes its decisions through
+//! [`Net`]'s methods; the API reaches the actor through a cloneable handle
+//! with bounded channels and oneshot replies (the `Client` + `EventLoop`
+//! shape of rust-libp2p's `examples/file-sharing`). Nothing here decides
+//! what to accept, request or serve.
 
 pub mod behaviour;
-pub mod event_loop;
-pub mod handle;
+pub mod driver;
+pub mod net;
 
 use std::time::Duration;
 
 use libp2p::gossipsub::IdentTopic;
 use libp2p::{Multiaddr, PeerId};
 
-pub use event_loop::{NetEvent, PeerSnapshot};
-pub use handle::{NetError, NetworkHandle};
+pub use driver::{start, NetworkHandle};
+pub use net::{Net, NetEvent, PeerSnapshot};
 
-/// Capacity of the command channel (handle → event loop).
-pub const COMMAND_CHANNEL_CAPACITY: usize = 256;
-/// Capacity of the event channel (event loop → service).
-pub const EVENT_CHANNEL_CAPACITY: usize = 1024;
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NetError {
+    #[error("network configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {0}")]
+    Listen(String),
+    #[error("cannot dial {0}")]
+    Dial(String),
+    #[error("publish failed: {0}")]
+    Publish(String),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("the network task has stopped")]
+    Stopped,
+}
 
 /// Which gossipsub topic a message travelled on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TopicKind {
+    Records,
     Announce,
     Insights,
 }
 
-/// The mesh's two topics: `metamesh/<mesh>/announce/1` and `metamesh/<mesh>/insights/1`.
+/// The mesh's topics: `metamesh/<mesh>/records/1`, `…/announce/1` and `…/insights/1`.
 #[derive(Debug, Clone)]
 pub struct Topics {
+    pub records: IdentTopic,
     pub announce: IdentTopic,
     pub insights: IdentTopic,
 }
@@ -47,6 +54,7 @@ pub struct Topics {
 impl Topics {
     pub fn new(mesh: &str) -> Topics {
         Topics {
+            records: IdentTopic::new(format!("metamesh/{mesh}/records/1")),
             announce: IdentTopic::new(format!("metamesh/{mesh}/announce/1")),
             insights: IdentTopic::new(format!("metamesh/{mesh}/insights/1")),
         }
@@ -54,13 +62,16 @@ impl Topics {
 
     pub fn get(&self, kind: TopicKind) -> &IdentTopic {
         match kind {
+            TopicKind::Records => &self.records,
             TopicKind::Announce => &self.announce,
             TopicKind::Insights => &self.insights,
         }
     }
 
     pub fn kind_of(&self, hash: &libp2p::gossipsub::TopicHash) -> Option<TopicKind> {
-        if *hash == self.announce.hash() {
+        if *hash == self.records.hash() {
+            Some(TopicKind::Records)
+        } else if *hash == self.announce.hash() {
             Some(TopicKind::Announce)
         } else if *hash == self.insights.hash() {
             Some(TopicKind::Insights)
@@ -116,21 +127,9 @@ pub fn split_peer_addr(addr: &Multiaddr) -> Option<(Multiaddr, PeerId)> {
     }
 }
 
-/// Start the network: build the swarm, listen, dial bootstrap peers, and
-/// spawn the event loop on the current tokio runtime.
-pub fn start(
-    key: libp2p::identity::Keypair,
-    cfg: NetworkConfig,
-) -> Result<
-    (
-        NetworkHandle,
-        tokio::sync::mpsc::Receiver<NetEvent>,
-        tokio::task::JoinHandle<()>,
-    ),
-    NetError,
-> {
-    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(COMMAND_CHANNEL_CAPACITY);
-    let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(EVENT_CHANNEL_CAPACITY);
+/// Build the network: the swarm, listening and dialling the bootstrap
+/// peers. The caller (the actor) owns and polls it.
+pub fn build(key: libp2p::identity::Keypair, cfg: NetworkConfig) -> Result<Net, NetError> {
     let local_peer = key.public().to_peer_id();
     let topics = Topics::new(&cfg.mesh);
     let mut swarm = behaviour::build_swarm(key, &cfg, &topics)?;
@@ -151,9 +150,7 @@ pub fn start(
             tracing::warn!(%addr, error = %e, "bootstrap dial failed");
         }
     }
-    let event_loop = event_loop::EventLoop::new(swarm, cmd_rx, ev_tx, topics, cfg);
-    let task = tokio::spawn(event_loop.run());
-    Ok((NetworkHandle::new(cmd_tx, local_peer), ev_rx, task))
+    Ok(Net::new(swarm, topics, cfg))
 }
 
 #[cfg(test)]

@@ -1,0 +1,171 @@
+//! Executing the core's outputs: swarm calls on the actor, store work on
+//! the pools (results come back to the core as inputs), events to the API
+//! and metrics. Nothing here decides anything about the exchange.
+
+use libp2p::gossipsub::MessageAcceptance;
+use metamesh_exchange::io::{Acceptance, Event, Input, Output};
+use metamesh_exchange::serve::{execute as serve_plan, record_bytes};
+use metamesh_exchange::Topic;
+use metamesh_protocol::sync::SyncResponse;
+
+use super::run::Actor;
+use super::store_io::{self, StoreSource};
+use super::Shared;
+use crate::events::NodeEvent;
+use crate::network::TopicKind;
+
+fn topic_kind(t: Topic) -> TopicKind {
+    match t {
+        Topic::Records => TopicKind::Records,
+        Topic::Announce => TopicKind::Announce,
+        Topic::Insights => TopicKind::Insights,
+    }
+}
+
+impl Actor {
+    pub(super) fn execute(&mut self, outputs: Vec<Output>) {
+        for o in outputs {
+            self.execute_one(o);
+        }
+    }
+
+    fn execute_one(&mut self, o: Output) {
+        match o {
+            Output::Validate { id, acceptance } => {
+                if let Some((mid, source)) = self.gossip.remove(&id.0) {
+                    let a = match acceptance {
+                        Acceptance::Accept => MessageAcceptance::Accept,
+                        Acceptance::Reject => MessageAcceptance::Reject,
+                        Acceptance::Ignore => MessageAcceptance::Ignore,
+                    };
+                    self.net.report_validation(&mid, &source, a);
+                }
+            }
+            Output::Publish { topic, data } => {
+                let n = data.len() as u64;
+                match self.net.publish(topic_kind(topic), data) {
+                    Ok(()) => self.sh.metrics.bytes_sent(n),
+                    // No peer on the topic yet, or the same bytes again:
+                    // reconciliation repairs what gossip misses.
+                    Err(e) => tracing::debug!(error = %e, ?topic, "publish"),
+                }
+            }
+            Output::SendRequest { peer, id, request } => {
+                let rid = self.net.request(peer, request);
+                self.outbound.insert(rid, id);
+            }
+            Output::Respond { id, response } => {
+                if let Some(ch) = self.inbound.remove(&id.0) {
+                    self.net.respond(ch, response);
+                }
+            }
+            Output::Serve { peer, id, plan } => {
+                let Some(ch) = self.inbound.remove(&id.0) else {
+                    return;
+                };
+                self.job(
+                    move |sh: &Shared| serve_plan(&plan, &StoreSource(&sh.store)),
+                    move |a, r| {
+                        let resp = r.unwrap_or_else(|e| SyncResponse::refusal(e.to_string()));
+                        let records = resp.records.len() as u32;
+                        let bytes: u64 = resp.records.iter().map(|r| record_bytes(r) as u64).sum();
+                        a.sh.metrics.request_served();
+                        a.sh.metrics.pattern_shared(u64::from(records));
+                        a.sh.metrics.bytes_sent(bytes);
+                        a.net.respond(ch, resp);
+                        a.input(Input::Served {
+                            peer,
+                            id,
+                            records,
+                            bytes,
+                        });
+                    },
+                );
+            }
+            Output::Verify { id, records } => {
+                self.job(
+                    move |sh: &Shared| store_io::verify(&sh.keys, &records),
+                    move |a, r| match r {
+                        Ok(results) => a.input(Input::Verified { id, results }),
+                        // The core forgets the batch after its timeout.
+                        Err(e) => tracing::warn!(error = %e, "verification job failed"),
+                    },
+                );
+            }
+            Output::Persist { id, batch } => {
+                self.write_job(
+                    move |sh: &Shared| {
+                        store_io::persist(&sh.store, &sh.writer, batch).map_err(|e| e.to_string())
+                    },
+                    move |a, r| {
+                        let result = r.unwrap_or_else(|e| Err(e.to_string()));
+                        if let Err(e) = &result {
+                            tracing::warn!(error = %e, "store write failed");
+                        }
+                        a.input(Input::Persisted { id, result });
+                    },
+                );
+            }
+            Output::Submitted { id, result } => {
+                if let Some(reply) = self.submits.remove(&id.0) {
+                    let _ = reply.send(result);
+                }
+            }
+            Output::SetPeerScore { peer, score } => self.net.set_app_score(&peer, score),
+            Output::Disconnect { peer } => self.net.disconnect(peer),
+            Output::Ban { peer, until } => {
+                tracing::info!(%peer, "banned until {until:.0}");
+                self.net.block(peer);
+                self.bans.insert(peer, until);
+            }
+            Output::Schedule { at, timer } => self.schedule(at, timer),
+            Output::Event(e) => self.on_core_event(e),
+        }
+    }
+
+    fn on_core_event(&mut self, e: Event) {
+        match e {
+            Event::PatternAccepted {
+                origin,
+                seq,
+                hash,
+                depth,
+                local,
+            } => {
+                if local {
+                    self.sh.metrics.pattern_recorded();
+                    self.own_dirty = true;
+                } else {
+                    self.sh.metrics.pattern_received();
+                    self.sh.metrics.pattern_accepted();
+                }
+                self.collective.stale = true;
+                self.sh.emit(NodeEvent::PatternAccepted {
+                    origin: origin.to_string(),
+                    seq,
+                    hash: hash.to_hex(),
+                    depth,
+                    local,
+                });
+            }
+            Event::PatternRejected { peer, reason } => {
+                self.sh.metrics.pattern_rejected(reason);
+                self.sh.emit(NodeEvent::PatternRejected {
+                    peer: peer.map(|p| p.to_string()),
+                    reason: reason.to_string(),
+                });
+            }
+            Event::PatternDeclined { reason, .. } => self.sh.metrics.pattern_rejected(reason),
+            Event::InsightAccepted { .. } => self.collective.stale = true,
+            Event::ReputationChanged {
+                peer,
+                event,
+                score,
+                class,
+            } => {
+                tracing::info!(%peer, ?event, score, class = class.as_str(), "reputation class changed");
+            }
+            Event::CaughtUp { .. } => {}
+        }
+    }
+}
