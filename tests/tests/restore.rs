@@ -53,7 +53,6 @@ fn ids_of(node: &TestNode, origin: &libp2p::PeerId) -> HashSet<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs epochs (issue 12 #2)"]
 async fn restored_store_never_resigns_a_seq_it_signed_before() {
     let mut a = TestNode::start(test_config(&[])).await;
     let a_id = a.n().peer_id();

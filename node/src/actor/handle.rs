@@ -173,6 +173,11 @@ impl Node {
         &self,
         patterns: Vec<Pattern>,
     ) -> Result<Vec<metamesh_exchange::SubmittedRecord>, ApiError> {
+        // See `Shared::sign_after` (at most about a second after a start).
+        let early = self.sh.sign_after - now_secs();
+        if early > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(early.min(5.0))).await;
+        }
         let mut done = Vec::with_capacity(patterns.len());
         let mut rest = patterns;
         while !rest.is_empty() {

@@ -108,6 +108,10 @@ pub(crate) struct Shared {
     pub writer: Writer,
     /// Signers' decoded keys (verification decodes each key once).
     pub keys: std::sync::Mutex<KeyCache>,
+    /// Unix seconds before which nothing is signed: our epoch's second
+    /// must be over, so that a later process (even one restored from an
+    /// old backup that never saw this epoch) starts in a later epoch.
+    pub sign_after: f64,
     /// Connected peers (written by the actor, read by handles).
     pub connected: AtomicUsize,
     pub started: Instant,
@@ -250,6 +254,7 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         write_pool: pool::Pool::new(pool::STORE_WORKERS),
         writer,
         keys: std::sync::Mutex::new(KeyCache::new()),
+        sign_after: init.epoch.map_or(0.0, |e| f64::from(e) + 1.0),
         connected: AtomicUsize::new(0),
         started: Instant::now(),
         api_addr: OnceLock::new(),
