@@ -92,6 +92,9 @@ pub struct Config {
     /// Seconds between reconciliations with the parent (it may be in
     /// another mesh, whose announcements never reach us).
     pub parent_resync_secs: f64,
+    /// Confidence (P(best)) of our `optimal_quality_depth` insight needed
+    /// before it is promoted to the parent.
+    pub promote_min_confidence: f64,
 }
 
 impl Default for Config {
@@ -134,6 +137,7 @@ impl Default for Config {
             trust: BTreeMap::new(),
             parent: None,
             parent_resync_secs: 30.0,
+            promote_min_confidence: 0.9,
         }
     }
 }

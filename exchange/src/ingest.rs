@@ -190,13 +190,27 @@ impl State {
     pub(crate) fn ingest(&mut self, records: Vec<SignedRecord>, via: Via, now: f64) {
         let sender = match &via {
             Via::Gossip { source, .. } => *source,
-            Via::Pull { peer } => *peer,
+            Via::Pull { peer } | Via::Promotion { peer } => *peer,
         };
         let mut items = Vec::new();
         let mut bad = 0u64;
         let mut bad_event = ReputationEvent::DecodeError;
         for rec in records {
             match precheck(rec, now) {
+                Ok(c) if matches!(via, Via::Promotion { .. }) && c.claimed != sender => {
+                    // Someone else's insight passed off as a promotion.
+                    let e = RecordError::OriginMismatch;
+                    self.reject_count(e.reason());
+                    self.charge(sender, event_of(&e), 1, now);
+                    self.emit(Event::PatternRejected {
+                        peer: Some(sender),
+                        reason: e.reason(),
+                    });
+                    self.emit(Event::Promotion {
+                        child: sender,
+                        seq: None,
+                    });
+                }
                 Ok(c) => {
                     // deferred or refused origins: not even verified
                     if let CandKind::Pattern { .. } = c.kind {
@@ -220,6 +234,12 @@ impl State {
                 peer: Some(sender),
                 reason: "malformed_record",
             });
+            if matches!(via, Via::Promotion { .. }) {
+                self.emit(Event::Promotion {
+                    child: sender,
+                    seq: None,
+                });
+            }
         }
         if let Via::Gossip { msg, .. } = via {
             if bad > 0 {
@@ -263,8 +283,9 @@ impl State {
         };
         let sender = match &job.via {
             Via::Gossip { source, .. } => *source,
-            Via::Pull { peer } => *peer,
+            Via::Pull { peer } | Via::Promotion { peer } => *peer,
         };
+        let promotion = matches!(job.via, Via::Promotion { .. });
         let mut batch = PersistBatch::default();
         let mut written = Vec::new();
         let mut verdict = Acceptance::Ignore;
@@ -277,6 +298,12 @@ impl State {
                     let e = RecordError::BadSignature;
                     self.reject_count(e.reason());
                     self.charge(sender, event_of(&e), 1, now);
+                    if promotion {
+                        self.emit(Event::Promotion {
+                            child: sender,
+                            seq: None,
+                        });
+                    }
                     self.emit(Event::PatternRejected {
                         peer: Some(sender),
                         reason: e.reason(),
@@ -298,7 +325,17 @@ impl State {
                     }
                 }
                 CandKind::Insight { body } => {
+                    let seq = body.seq;
                     let v = self.accept_insight(c.rec, body, &mut batch, now);
+                    if promotion && v != Acceptance::Ignore {
+                        let seq = (v == Acceptance::Accept).then_some(seq);
+                        self.emit(Event::Promotion { child: sender, seq });
+                        if seq.is_some() {
+                            // The child may be in another mesh: no
+                            // announcement brings its patterns; reconcile.
+                            self.schedule(now, Timer::Reconcile(sender));
+                        }
+                    }
                     if verdict != Acceptance::Reject {
                         verdict = v;
                     }
@@ -316,7 +353,7 @@ impl State {
         }
         if !batch.is_empty() {
             let via = match job.via {
-                Via::Pull { peer } => Some(peer),
+                Via::Pull { peer } | Via::Promotion { peer } => Some(peer),
                 Via::Gossip { .. } => None,
             };
             let id = WriteId(self.id());

@@ -297,6 +297,13 @@ pub enum Event {
         score: f64,
         class: ReputationClass,
     },
+    /// A child's promotion (its insight carried by a request): `seq` of the
+    /// insight kept, or `None` when it was refused (forged, not the
+    /// child's own, …).
+    Promotion {
+        child: PeerId,
+        seq: Option<u64>,
+    },
     /// Every record a peer announced is held (our own history included):
     /// own-seq safety for nodes that learn their own frontier from peers.
     CaughtUp {

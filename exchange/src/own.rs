@@ -20,6 +20,13 @@ use crate::compat;
 use crate::io::*;
 use crate::state::{State, WriteJob};
 
+/// Confidence (P(best)) of an insight record's `optimal_quality_depth`.
+pub fn insight_confidence(body: &InsightBody) -> f64 {
+    body.insights
+        .get(metamesh_protocol::insights::types::OPTIMAL_QUALITY_DEPTH)
+        .map_or(0.0, |i| i.confidence)
+}
+
 /// The epoch of a new process: `max(now_unix_secs, last_epoch + 1)`.
 pub fn next_epoch(now_unix_secs: f64, last_epoch: u32) -> u32 {
     let now = if now_unix_secs.is_finite() && now_unix_secs > 0.0 {
@@ -228,7 +235,17 @@ impl State {
             return;
         };
         self.insight_seqs.insert(self.me, (seq, rec.content_hash()));
+        let promote = insight_confidence(&decoded) >= self.cfg.promote_min_confidence;
         self.own_insight = Some((rec.clone(), decoded.clone()));
+        // A confident new insight goes to the parent at the next
+        // reconciliation, which starts now (rate-limited per peer).
+        if let Some(p) = self
+            .cfg
+            .parent
+            .filter(|p| promote && self.peers.contains_key(p))
+        {
+            self.schedule(now, Timer::Reconcile(p));
+        }
         let wid = WriteId(self.id());
         self.writing.insert(wid, WriteJob::Other);
         self.out.push(Output::Persist {

@@ -65,7 +65,12 @@ impl State {
             Outbound::Recon { asked: q, round: 1 }
         };
         if Some(peer) == self.cfg.parent {
-            req.promote = self.own_insight.as_ref().map(|(r, _)| r.clone());
+            let min = self.cfg.promote_min_confidence;
+            req.promote = self
+                .own_insight
+                .as_ref()
+                .filter(|(_, b)| crate::own::insight_confidence(b) >= min)
+                .map(|(r, _)| r.clone());
         }
         if self.send(peer, req, what, now) {
             if let Some(info) = self.peers.get_mut(&peer) {

@@ -164,7 +164,7 @@ impl State {
             return self.refuse(id, "rate limited: too many requests".into());
         }
         if let Some(rec) = req.promote.clone() {
-            self.ingest(vec![rec], Via::Pull { peer }, now);
+            self.ingest(vec![rec], Via::Promotion { peer }, now);
         }
         let recon = req.recon.as_ref().map(|q| self.tree.answer(q));
         let mut ranges: Vec<SeqRange> = req.ranges.clone();
@@ -172,7 +172,13 @@ impl State {
             ranges.extend(self.ranges_for_have(have));
         }
         ranges.truncate(MAX_RANGES * 2);
-        let insight = if req.have.is_some() {
+        // Our latest insight rides on the first answer of an exchange (a
+        // `have`, or the first round of a reconciliation): a child in
+        // another mesh inherits its parent's insight this way.
+        let first_round = req.recon.as_ref().is_some_and(|q| {
+            !q.buckets.is_empty() && q.buckets.iter().all(|b| b.bucket.depth == 1)
+        });
+        let insight = if req.have.is_some() || first_round {
             self.own_insight.as_ref().map(|(r, _)| r.clone())
         } else {
             None

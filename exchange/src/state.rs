@@ -98,8 +98,17 @@ pub(crate) struct OutboundReq {
 /// Where a record under verification came from.
 #[derive(Debug, Clone)]
 pub(crate) enum Via {
-    Gossip { msg: MsgId, source: PeerId },
-    Pull { peer: PeerId },
+    Gossip {
+        msg: MsgId,
+        source: PeerId,
+    },
+    Pull {
+        peer: PeerId,
+    },
+    /// A child's insight carried by its request (its origin must be the child).
+    Promotion {
+        peer: PeerId,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -231,8 +231,8 @@ pub(crate) fn open_sled(path: &Path, cfg: &StoreConfig) -> Result<sled::Db, Stor
         .compression_factor(COMPRESSION_FACTOR);
     // sled 0.34 can panic (rather than err) while replaying a truncated or
     // damaged log; that is bad input, not a bug of ours: say so.
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
-        .map_err(|panic| {
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())).map_err(
+        |panic| {
             let why = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -243,16 +243,17 @@ pub(crate) fn open_sled(path: &Path, cfg: &StoreConfig) -> Result<sled::Db, Stor
                  restore it from a backup, or move the store aside",
                 path.join("db").display()
             ))
-        })?;
+        },
+    )?;
     opened.map_err(|e| {
-            if is_lock_error(&e) {
-                StoreError::Locked {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                StoreError::Sled(e)
+        if is_lock_error(&e) {
+            StoreError::Locked {
+                path: path.to_path_buf(),
             }
-        })
+        } else {
+            StoreError::Sled(e)
+        }
+    })
 }
 
 /// [`open_sled`], waiting up to 30 s for a just-dropped handle of this

@@ -28,7 +28,9 @@ pub fn core_config(cfg: &Config) -> CoreConfig {
     }
     CoreConfig {
         sharing: cfg.sharing.enabled,
-        page_records: (lim.max_patterns_per_response.clamp(1, MAX_RECORDS_PER_RESPONSE)) as u32,
+        page_records: (lim
+            .max_patterns_per_response
+            .clamp(1, MAX_RECORDS_PER_RESPONSE)) as u32,
         page_bytes: (lim.max_response_bytes as u64).max(64 * 1024),
         request_timeout_secs: lim.request_timeout_secs.max(1) as f64,
         announce_interval_secs: (cfg.sharing.announce_debounce_ms as f64 / 1000.0)

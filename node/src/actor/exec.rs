@@ -14,6 +14,9 @@ use super::Shared;
 use crate::events::NodeEvent;
 use crate::network::TopicKind;
 
+/// Most children whose promotions a parent remembers (for `/v1/knowledge`).
+const MAX_TRACKED_CHILDREN: usize = 1024;
+
 fn topic_kind(t: Topic) -> TopicKind {
     match t {
         Topic::Records => TopicKind::Records,
@@ -51,6 +54,9 @@ impl Actor {
                 }
             }
             Output::SendRequest { peer, id, request } => {
+                if request.promote.is_some() {
+                    self.sh.metrics.promotion_sent();
+                }
                 let rid = self.net.request(peer, request);
                 self.outbound.insert(rid, id);
             }
@@ -95,7 +101,10 @@ impl Actor {
             Output::Persist { id, batch } => {
                 self.write_job(
                     move |sh: &Shared| {
-                        store_io::persist(&sh.store, &sh.writer, batch).map_err(|e| e.to_string())
+                        let writer = sh
+                            .writer()
+                            .ok_or_else(|| "the node is shutting down".to_string())?;
+                        store_io::persist(&sh.store, &writer, batch).map_err(|e| e.to_string())
                     },
                     move |a, r| {
                         let result = r.unwrap_or_else(|e| Err(e.to_string()));
@@ -165,6 +174,18 @@ impl Actor {
             } => {
                 tracing::info!(%peer, ?event, score, class = class.as_str(), "reputation class changed");
             }
+            Event::Promotion { child, seq } => match seq {
+                Some(seq) => {
+                    self.sh.metrics.promotion_received();
+                    if self.promoted_by.len() < MAX_TRACKED_CHILDREN
+                        || self.promoted_by.contains_key(&child)
+                    {
+                        self.promoted_by.insert(child, seq);
+                    }
+                    self.collective.stale = true;
+                }
+                None => self.sh.metrics.promotion_rejected(),
+            },
             Event::CaughtUp { .. } => {}
         }
     }

@@ -217,7 +217,12 @@ fn record_adoption(w: &Weights, store: &Store, patterns: &[Pattern], metrics: &M
     }
 }
 
-fn pattern_views(found: Vec<(metamesh_protocol::SignedRecord, metamesh_protocol::PatternBody)>) -> Vec<PatternView> {
+fn pattern_views(
+    found: Vec<(
+        metamesh_protocol::SignedRecord,
+        metamesh_protocol::PatternBody,
+    )>,
+) -> Vec<PatternView> {
     found
         .into_iter()
         .map(|(rec, body)| PatternView {

@@ -104,8 +104,9 @@ pub(crate) struct Shared {
     pub pool: pool::Pool,
     /// Core writes (they wait for the group commit's flush).
     pub write_pool: pool::Pool,
-    /// The group-commit writer: concurrent batches share one flush.
-    pub writer: Writer,
+    /// The group-commit writer: concurrent batches share one flush (taken
+    /// on shutdown: its thread holds the store).
+    pub writer: std::sync::Mutex<Option<Writer>>,
     /// Signers' decoded keys (verification decodes each key once).
     pub keys: std::sync::Mutex<KeyCache>,
     /// Unix seconds before which nothing is signed: our epoch's second
@@ -120,6 +121,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The writer, unless the node is shutting down.
+    pub fn writer(&self) -> Option<Writer> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn emit(&self, ev: NodeEvent) {
         let _ = self.events.send(ev);
     }
@@ -252,7 +261,7 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         parent: cfg.parent_peer(),
         pool,
         write_pool: pool::Pool::new(pool::STORE_WORKERS),
-        writer,
+        writer: std::sync::Mutex::new(Some(writer)),
         keys: std::sync::Mutex::new(KeyCache::new()),
         sign_after: init.epoch.map_or(0.0, |e| f64::from(e) + 1.0),
         connected: AtomicUsize::new(0),
@@ -365,9 +374,19 @@ impl RunningNode {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.actor_task).await;
         let shared = self.node.shared().clone();
         let pool = shared.pool.clone();
-        pool.run(move || shared.store.flush())
-            .await
-            .map_err(|e| NodeError::Config(e.to_string()))??;
+        pool.run(move || {
+            let writer = shared
+                .writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(w) = writer {
+                w.shutdown(); // writes what is queued, then lets go of the store
+            }
+            shared.store.flush()
+        })
+        .await
+        .map_err(|e| NodeError::Config(e.to_string()))??;
         Ok(())
     }
 }

@@ -293,9 +293,6 @@ impl Actor {
                 request,
                 channel,
             } => {
-                if let Some(rec) = &request.promote {
-                    self.note_promotion(peer, rec);
-                }
                 self.next_inbound += 1;
                 let id = self.next_inbound;
                 self.inbound.insert(id, channel);
@@ -362,24 +359,6 @@ impl Actor {
                 self.input(Input::PeerDisconnected { peer });
             }
             NetEvent::PeerSubscribed { .. } => {}
-        }
-    }
-
-    /// Parent side: remember which children promoted (for `/v1/knowledge`);
-    /// the core validates and keeps the record itself.
-    fn note_promotion(&mut self, peer: PeerId, rec: &metamesh_protocol::SignedRecord) {
-        let Ok(body) = metamesh_protocol::codec::from_cbor::<metamesh_protocol::InsightBody>(
-            &rec.body,
-            metamesh_protocol::record::MAX_BODY_BYTES,
-        ) else {
-            return;
-        };
-        if body.origin != peer {
-            return;
-        }
-        self.sh.metrics.promotion_received();
-        if self.promoted_by.len() < 1024 || self.promoted_by.contains_key(&peer) {
-            self.promoted_by.insert(peer, body.seq);
         }
     }
 

@@ -116,7 +116,8 @@ impl Actor {
                 let agg = w.collective(&sh.store);
                 let bad: Vec<PeerId> = agg.inconsistent.iter().map(|i| i.key).collect();
                 let p = agg.prob_best(&Prior::default());
-                sh.metrics.set_prob_best(&Depth::ALL.iter().copied().zip(p).collect::<Vec<_>>());
+                sh.metrics
+                    .set_prob_best(&Depth::ALL.iter().copied().zip(p).collect::<Vec<_>>());
                 sh.metrics.set_patterns_stored(sh.store.pattern_count());
                 (belief(&agg), bad)
             },

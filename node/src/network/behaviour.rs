@@ -16,9 +16,7 @@ use libp2p::{
     allow_block_list, connection_limits, identify, noise, ping, tcp, yamux, StreamProtocol, Swarm,
 };
 use metamesh_protocol::sync::{SyncRequest, SyncResponse};
-use metamesh_protocol::wire::{
-    MAX_GOSSIP_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
-};
+use metamesh_protocol::wire::{MAX_GOSSIP_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 
 use super::{NetError, NetworkConfig, Topics};
 
@@ -101,8 +99,7 @@ fn peer_score_params(topics: &Topics) -> PeerScoreParams {
         .insert(topics.announce.hash(), topic_score_params());
     p.topics
         .insert(topics.insights.hash(), topic_score_params());
-    p.topics
-        .insert(topics.records.hash(), topic_score_params());
+    p.topics.insert(topics.records.hash(), topic_score_params());
     p
 }
 
