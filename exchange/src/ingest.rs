@@ -383,9 +383,26 @@ impl State {
         let hash = rec.content_hash();
         if origin != self.me {
             let st = self.standing(&origin, now);
-            let passable = if st.refused {
-                Some("denied_origin")
-            } else if st.hostile {
+            if st.refused {
+                // The operator's denial is a standing decision: decline for
+                // good (the slot advances the frontier, nothing is stored,
+                // nothing is pulled again). Reputation is not: see below.
+                self.counters.records_declined += 1;
+                batch.declined.push(Declined {
+                    origin,
+                    seq: body.seq,
+                    prev,
+                    hash,
+                });
+                self.emit(Event::PatternDeclined {
+                    origin,
+                    seq: body.seq,
+                    reason: "denied_origin",
+                    passable: false,
+                });
+                return Acceptance::Ignore;
+            }
+            let passable = if st.hostile {
                 Some("hostile_origin")
             } else if st.score < self.cfg.min_reputation_patterns {
                 Some("low_origin_reputation")
@@ -501,6 +518,9 @@ impl State {
     /// any order.
     pub(crate) fn apply_frontier(&mut self, updates: &[(PeerId, u64)]) {
         for (o, s) in updates {
+            if self.inflight.get(o).is_some_and(|(to, _, _)| *to <= *s) {
+                self.inflight.remove(o);
+            }
             let cur = self.tree.get(o);
             if *s > cur && (self.tree.len() < self.cfg.max_origins || cur > 0) {
                 self.tree.set(*o, *s);

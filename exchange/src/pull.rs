@@ -105,7 +105,7 @@ impl State {
             let elsewhere = self
                 .inflight
                 .get(&origin)
-                .is_some_and(|(to, p, since)| *p != peer && *to >= seq && now - *since <= timeout);
+                .is_some_and(|(to, _, since)| *to >= seq && now - *since <= timeout);
             if elsewhere {
                 continue;
             }
@@ -150,14 +150,18 @@ impl State {
         }
     }
 
-    fn end_session(&mut self, peer: PeerId, what: &Outbound) {
+    /// A request ended. `delivered`: its records are on their way through
+    /// verification and the store, so their origins stay in flight (not
+    /// pulled again, from anyone) until the frontier covers them or the
+    /// entry times out; otherwise they may be pulled again at once.
+    fn end_session(&mut self, peer: PeerId, what: &Outbound, delivered: bool) {
         if let Some(info) = self.peers.get_mut(&peer) {
             match what {
                 Outbound::Recon { .. } | Outbound::Legacy => info.recon_running = false,
                 Outbound::Pull { .. } => info.pulling = false,
             }
         }
-        if let Outbound::Pull { ranges, .. } = what {
+        if let (Outbound::Pull { ranges, .. }, false) = (what, delivered) {
             for r in ranges {
                 if self
                     .inflight
@@ -172,7 +176,7 @@ impl State {
 
     pub(crate) fn on_request_failed(&mut self, peer: PeerId, id: RequestId) {
         if let Some(o) = self.outbound.remove(&id) {
-            self.end_session(o.peer, &o.what);
+            self.end_session(o.peer, &o.what, false);
         } else {
             let _ = peer;
         }
@@ -200,11 +204,11 @@ impl State {
                 if !matches!(e, WireError::UnknownVersion(_)) {
                     self.charge(peer, ReputationEvent::from(&e), 1, now);
                 }
-                return self.end_session(peer, &o.what);
+                return self.end_session(peer, &o.what, false);
             }
         };
         if resp.error.is_some() {
-            return self.end_session(peer, &o.what);
+            return self.end_session(peer, &o.what, false);
         }
         if let Some(rec) = resp.insight.clone() {
             self.ingest(vec![rec], Via::Pull { peer }, now);
@@ -279,7 +283,19 @@ impl State {
                     max_bytes,
                     pages,
                 };
-                self.end_session(peer, &what);
+                self.end_session(peer, &what, true);
+                if !more {
+                    // Origins the peer sent nothing for are not on their way.
+                    for r in &ranges {
+                        let ours = self
+                            .inflight
+                            .get(&r.origin)
+                            .is_some_and(|(_, p, _)| *p == peer);
+                        if ours && !last.contains_key(&r.origin) {
+                            self.inflight.remove(&r.origin);
+                        }
+                    }
+                }
                 if more && got_any && pages < MAX_PAGES {
                     // next page: resume each range after the last seq received
                     let next: Vec<SeqRange> = ranges
