@@ -200,6 +200,22 @@ struct Sim {
     boot: Option<(usize, u64, Option<u64>)>,
     events: u64,
     finished: bool,
+    trace: bool,
+}
+
+fn ev_name(e: &Ev) -> String {
+    match e {
+        Ev::Input(i, inp) => format!("input {i} {:?}", std::mem::discriminant(inp)),
+        Ev::Timer(i, t, _) => format!("timer {i} {t:?}"),
+        Ev::Gossip { .. } => "gossip".into(),
+        Ev::IHave { .. } => "ihave".into(),
+        Ev::IWant { .. } => "iwant".into(),
+        Ev::IDontWant { .. } => "idontwant".into(),
+        Ev::Graft { .. } => "graft".into(),
+        Ev::Prune { .. } => "prune".into(),
+        Ev::Heartbeat(_) => "heartbeat".into(),
+        _ => "other".into(),
+    }
 }
 
 /// Run one simulation.
@@ -276,6 +292,7 @@ impl Sim {
             boot: None,
             events: 0,
             finished: false,
+            trace: std::env::var_os("MM_SIM_TRACE").is_some(),
         };
         sim.build_graph();
         sim
@@ -437,6 +454,9 @@ impl Sim {
             }
             self.now = t;
             self.events += 1;
+            if self.trace && self.events % 200_000 == 0 {
+                eprintln!("sim {:.3}s events {} {}", t as f64 / 1e6, self.events, ev_name(&ev));
+            }
             self.dispatch(ev);
             if self.finished {
                 break;
@@ -1022,7 +1042,8 @@ impl Sim {
                 }
             }
             Output::Schedule { at, timer } => {
-                let t = (((at - T0) * 1e6).max(0.0) as u64).max(now);
+                // rounded up: a timer never fires before the time it asked for
+                let t = (((at - T0) * 1e6).max(0.0).ceil() as u64).max(now);
                 self.seq += 1;
                 let token = self.seq;
                 self.nodes[i].timers.insert(timer, token);
