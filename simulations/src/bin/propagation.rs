@@ -68,6 +68,9 @@ struct Args {
     /// Messages without gossipsub's author signature (MessageAuthenticity::Anonymous).
     #[arg(long)]
     unsigned: bool,
+    /// Core: minimum seconds between digest announcements while the digest changes.
+    #[arg(long, default_value_t = 5.0)]
+    announce_interval: f64,
     /// Connections each node dials.
     #[arg(long, default_value_t = 8)]
     dial: usize,
@@ -94,6 +97,11 @@ fn main() -> anyhow::Result<()> {
         a.mesh_n_low <= a.mesh_n && a.mesh_n <= a.mesh_n_high && a.mesh_outbound_min <= a.mesh_n_low,
         "need mesh_outbound_min <= mesh_n_low <= mesh_n <= mesh_n_high (as gossipsub does)"
     );
+    anyhow::ensure!(
+        a.mesh_outbound_min * 2 <= a.mesh_n,
+        "need mesh_outbound_min * 2 <= mesh_n (as gossipsub does)"
+    );
+    anyhow::ensure!(a.history_gossip <= 5, "need history_gossip <= history_length (5)");
     let gossipsub = Gossipsub {
         mesh_n: a.mesh_n,
         mesh_n_low: a.mesh_n_low,
@@ -120,6 +128,10 @@ fn main() -> anyhow::Result<()> {
         seed: a.seed,
         dial: a.dial.max(1),
         gossipsub,
+        core: metamesh_exchange::Config {
+            announce_interval_secs: a.announce_interval.max(0.1),
+            ..metamesh_exchange::Config::default()
+        },
         bootstrap: !a.no_bootstrap,
         ..NetConfig::default()
     };

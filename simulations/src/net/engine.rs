@@ -8,7 +8,7 @@ use std::time::Instant;
 use libp2p_identity::PeerId;
 use metamesh_exchange::mem::MemStore;
 use metamesh_exchange::{
-    serve, testutil, Acceptance, Config, Event, Gossip, InboundId, Init, Input, MsgId, Output,
+    serve, testutil, Acceptance, Event, Gossip, InboundId, Init, Input, MsgId, Output,
     RequestId, State, SubmitId, Timer, Topic,
 };
 use metamesh_protocol::record::{verify_batch, ContentHash, RecordError};
@@ -235,7 +235,7 @@ impl Sim {
         let mut nodes = Vec::with_capacity(total);
         let mut ids = HashMap::new();
         let mut peers = Vec::new();
-        let core_cfg = Config::default();
+        let core_cfg = cfg.core.clone();
         for i in 0..total {
             let key = testutil::key(cfg.seed.wrapping_mul(1_000_003) + i as u64);
             let init = Init {

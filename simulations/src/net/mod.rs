@@ -132,6 +132,8 @@ pub struct NetConfig {
     pub jitter_ms: f64,
     /// The gossipsub router's parameters.
     pub gossipsub: Gossipsub,
+    /// The exchange core's configuration (every node).
+    pub core: metamesh_exchange::Config,
     /// Join a fresh node at the end and time its bootstrap.
     pub bootstrap: bool,
 }
@@ -151,6 +153,7 @@ impl Default for NetConfig {
             latency_ms: 100.0,
             jitter_ms: 50.0,
             gossipsub: Gossipsub::default(),
+            core: metamesh_exchange::Config::default(),
             bootstrap: true,
         }
     }
@@ -209,4 +212,54 @@ pub struct NetReport {
     pub wall_s: f64,
     /// The gossipsub parameters of the run.
     pub gossipsub: Gossipsub,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(seed: u64) -> NetConfig {
+        NetConfig {
+            nodes: 40,
+            origins: 4,
+            patterns_per_origin: 2,
+            publish_window_secs: 3.0,
+            seed,
+            ..NetConfig::default()
+        }
+    }
+
+    #[test]
+    fn everything_reaches_everyone_and_runs_are_reproducible() {
+        let a = run(small(3));
+        assert_eq!(a.patterns, 8);
+        assert_eq!(a.delivered_fraction, 1.0);
+        assert_eq!(a.undelivered_patterns, 0);
+        assert!(a.p99_ms > 0.0 && a.p99_ms < 2000.0, "{a:?}");
+        assert!(a.bootstrap_ms.is_finite() && a.bootstrap_ms > 0.0);
+        assert!(a.wire_copies_per_record >= 1.0, "{a:?}");
+        let b = run(small(3));
+        assert_eq!(
+            (a.p50_ms, a.p99_ms, a.bytes_per_pattern, a.events),
+            (b.p50_ms, b.p99_ms, b.bytes_per_pattern, b.events)
+        );
+    }
+
+    #[test]
+    fn a_healed_partition_converges_and_churn_loses_nothing() {
+        let p = run(NetConfig {
+            partition: true,
+            bootstrap: false,
+            ..small(4)
+        });
+        assert_eq!(p.delivered_fraction, 1.0);
+        assert!(p.heal_converge_ms.is_finite() && p.heal_converge_ms > 0.0, "{p:?}");
+        let c = run(NetConfig {
+            loss: 0.05,
+            churn: 0.1,
+            bootstrap: false,
+            ..small(5)
+        });
+        assert_eq!(c.delivered_fraction, 1.0, "{c:?}");
+    }
 }
