@@ -5,7 +5,7 @@
 //! `cargo run --release -p metamesh-simulations --bin propagation -- --nodes 1000 --json`
 
 use clap::Parser;
-use metamesh_simulations::net::{run, Gossipsub, NetConfig};
+use metamesh_simulations::net::{run, Gossipsub, NetConfig, Plumtree};
 
 #[derive(Parser, Debug)]
 #[command(about = "Simulate record propagation over N exchange cores")]
@@ -71,6 +71,15 @@ struct Args {
     /// Core: minimum seconds between digest announcements while the digest changes.
     #[arg(long, default_value_t = 5.0)]
     announce_interval: f64,
+    /// Records over Plumtree (eager tree + lazy ids) instead of gossipsub: a design, not the node.
+    #[arg(long)]
+    plumtree: bool,
+    /// Plumtree: lazy peers told each new record id.
+    #[arg(long, default_value_t = 2)]
+    pt_lazy: usize,
+    /// Plumtree: wait for the record this long after its id before GRAFT, ms.
+    #[arg(long, default_value_t = 300)]
+    pt_graft_timeout_ms: u64,
     /// Connections each node dials.
     #[arg(long, default_value_t = 8)]
     dial: usize,
@@ -131,6 +140,11 @@ fn main() -> anyhow::Result<()> {
         core: metamesh_exchange::Config {
             announce_interval_secs: a.announce_interval.max(0.1),
             ..metamesh_exchange::Config::default()
+        },
+        plumtree: Plumtree {
+            enabled: a.plumtree,
+            lazy: a.pt_lazy,
+            graft_timeout_ms: a.pt_graft_timeout_ms.max(1),
         },
         bootstrap: !a.no_bootstrap,
         ..NetConfig::default()

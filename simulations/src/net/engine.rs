@@ -78,6 +78,10 @@ struct Router {
     promises: HashMap<ContentHash, u64>,
     /// IHAVE handled per peer in this heartbeat.
     ihave_rx: HashMap<usize, u32>,
+    /// Plumtree: peers we push records to eagerly (the tree), the rest are lazy.
+    eager: HashSet<usize>,
+    /// Plumtree: records announced by a lazy peer and not yet received: id → announcers.
+    missing: HashMap<ContentHash, Vec<usize>>,
 }
 
 struct Shell {
@@ -121,6 +125,24 @@ enum Ev {
         from: usize,
     },
     Prune {
+        to: usize,
+        from: usize,
+    },
+    /// Plumtree: a lazy announcement of one record id.
+    PtIHave {
+        to: usize,
+        from: usize,
+        id: ContentHash,
+    },
+    /// Plumtree: the record was not received in time; ask the announcer and
+    /// make it eager.
+    PtTimeout(usize, ContentHash),
+    PtGraft {
+        to: usize,
+        from: usize,
+        id: ContentHash,
+    },
+    PtPrune {
         to: usize,
         from: usize,
     },
@@ -214,6 +236,9 @@ fn ev_name(e: &Ev) -> String {
         Ev::Graft { .. } => "graft".into(),
         Ev::Prune { .. } => "prune".into(),
         Ev::Heartbeat(_) => "heartbeat".into(),
+        Ev::PtIHave { .. } | Ev::PtTimeout(..) | Ev::PtGraft { .. } | Ev::PtPrune { .. } => {
+            "plumtree".into()
+        }
         _ => "other".into(),
     }
 }
@@ -413,6 +438,9 @@ impl Sim {
     }
 
     fn connect_at(&mut self, t: u64, a: usize, b: usize) {
+        // Plumtree: a new neighbour starts in the eager set
+        self.nodes[a].gs.eager.insert(b);
+        self.nodes[b].gs.eager.insert(a);
         let (pa, pb) = (self.peers[a], self.peers[b]);
         let outbound = self.nodes[a].gs.outbound.contains(&b);
         self.at(
@@ -445,6 +473,8 @@ impl Sim {
         self.at(t, Ev::Input(b, Input::PeerDisconnected { peer: pa }));
         self.nodes[a].gs.mesh.retain(|&j| j != b);
         self.nodes[b].gs.mesh.retain(|&j| j != a);
+        self.nodes[a].gs.eager.remove(&b);
+        self.nodes[b].gs.eager.remove(&a);
     }
 
     fn run_until(&mut self, end: u64) {
@@ -527,6 +557,51 @@ impl Sim {
                     let gs = &mut self.nodes[to].gs;
                     gs.mesh.retain(|&j| j != from);
                     gs.backoff.insert(from, until);
+                }
+            }
+            Ev::PtIHave { to, from, id } => {
+                if !self.link_ok(to, from) || self.nodes[to].gs.dup.contains(&id) {
+                    return;
+                }
+                let m = self.nodes[to].gs.missing.entry(id).or_default();
+                m.push(from);
+                if m.len() == 1 {
+                    let t = self.now + self.cfg.plumtree.graft_timeout_ms * 1000;
+                    self.at(t, Ev::PtTimeout(to, id));
+                }
+            }
+            Ev::PtTimeout(i, id) => {
+                if !self.nodes[i].online || self.nodes[i].gs.dup.contains(&id) {
+                    return;
+                }
+                let Some(m) = self.nodes[i].gs.missing.get_mut(&id) else {
+                    return;
+                };
+                if m.is_empty() {
+                    return;
+                }
+                let j = m.remove(0);
+                if !m.is_empty() {
+                    let t = self.now + self.cfg.plumtree.graft_timeout_ms * 1000;
+                    self.at(t, Ev::PtTimeout(i, id));
+                }
+                if self.link_ok(i, j) {
+                    self.nodes[i].gs.eager.insert(j);
+                    let ev = Ev::PtGraft { to: j, from: i, id };
+                    self.send_control(i, j, wire_control(1, true), ev);
+                }
+            }
+            Ev::PtGraft { to, from, id } => {
+                if self.link_ok(to, from) {
+                    self.nodes[to].gs.eager.insert(from);
+                    if self.nodes[to].gs.dup.contains(&id) {
+                        self.send_full(to, from, id);
+                    }
+                }
+            }
+            Ev::PtPrune { to, from } => {
+                if self.link_ok(to, from) {
+                    self.nodes[to].gs.eager.remove(&from);
                 }
             }
             Ev::Heartbeat(i) => self.heartbeat(i),
@@ -835,13 +910,27 @@ impl Sim {
 
     /// A full message arrives at `to` from `from`.
     fn on_message(&mut self, to: usize, from: usize, hash: ContentHash) {
-        if !self.link_ok(to, from) || self.nodes[to].gs.dup.contains(&hash) {
+        if !self.link_ok(to, from) {
             return;
         }
         let Some(m) = self.msgs.get(&hash) else {
             return;
         };
         let (topic, data, author) = (m.topic, m.data.clone(), m.author);
+        let tree = self.cfg.plumtree.enabled && topic == Topic::Records;
+        if self.nodes[to].gs.dup.contains(&hash) {
+            if tree && self.nodes[to].gs.eager.remove(&from) {
+                // a second copy over a tree edge: that edge becomes lazy
+                let ev = Ev::PtPrune { to: from, from: to };
+                self.send_control(to, from, wire_graft_prune(true), ev);
+            }
+            return;
+        }
+        if tree {
+            let gs = &mut self.nodes[to].gs;
+            gs.eager.insert(from);
+            gs.missing.remove(&hash);
+        }
         let p = &self.cfg.gossipsub;
         let signed = p.signed;
         // IDONTWANT to the mesh before validation, for large messages
@@ -878,8 +967,11 @@ impl Sim {
         let Some(m) = self.msgs.get(&hash) else {
             return;
         };
-        let author = m.author;
+        let (author, topic) = (m.author, m.topic);
         let signed = self.cfg.gossipsub.signed;
+        if topic == Topic::Records && self.cfg.plumtree.enabled {
+            return self.tree_push(i, hash, Some(from));
+        }
         if let Some(w) = self.nodes[i].gs.mcache.front_mut() {
             w.push(hash);
         }
@@ -889,6 +981,31 @@ impl Sim {
                 continue;
             }
             self.send_full(i, j, hash);
+        }
+    }
+
+    /// Plumtree: the record to every eager peer, its id to `lazy` random lazy peers.
+    fn tree_push(&mut self, i: usize, hash: ContentHash, from: Option<usize>) {
+        let connected = self.connected(i);
+        let mut lazy = Vec::new();
+        for j in connected {
+            if Some(j) == from {
+                continue;
+            }
+            if self.nodes[i].gs.eager.contains(&j) {
+                self.send_full(i, j, hash);
+            } else {
+                lazy.push(j);
+            }
+        }
+        lazy.shuffle(&mut self.rng);
+        for j in lazy.into_iter().take(self.cfg.plumtree.lazy) {
+            let ev = Ev::PtIHave {
+                to: j,
+                from: i,
+                id: hash,
+            };
+            self.send_control(i, j, wire_control(1, true), ev);
         }
     }
 
@@ -908,6 +1025,9 @@ impl Sim {
             },
         );
         self.nodes[i].gs.dup.insert(hash);
+        if topic == Topic::Records && self.cfg.plumtree.enabled {
+            return self.tree_push(i, hash, None);
+        }
         if let Some(w) = self.nodes[i].gs.mcache.front_mut() {
             w.push(hash);
         }
@@ -1211,6 +1331,7 @@ impl Sim {
             events: self.events,
             wall_s,
             gossipsub: self.cfg.gossipsub.clone(),
+            plumtree: self.cfg.plumtree.clone(),
         }
     }
 }

@@ -106,6 +106,21 @@ impl Default for Gossipsub {
     }
 }
 
+/// An alternative to gossipsub for the records topic (not what the node runs):
+/// Plumtree (Leitão et al. 2007; iroh-gossip's eager/lazy split). Records go
+/// in full to eager peers only; a duplicate over an eager edge PRUNEs it to
+/// lazy, so the eager edges become a spanning tree; each node also sends the
+/// record's id to `lazy` random lazy peers, and a node that hears of an id
+/// but not the record within `graft_timeout_ms` GRAFTs the announcer (which
+/// sends it and becomes eager). Announcements stay on the gossipsub model.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plumtree {
+    pub enabled: bool,
+    /// Lazy peers told each new record id (one 34-byte id per message).
+    pub lazy: usize,
+    pub graft_timeout_ms: u64,
+}
+
 /// Simulation parameters (the `propagation` binary's flags).
 #[derive(Debug, Clone)]
 pub struct NetConfig {
@@ -134,6 +149,8 @@ pub struct NetConfig {
     pub gossipsub: Gossipsub,
     /// The exchange core's configuration (every node).
     pub core: metamesh_exchange::Config,
+    /// Records over Plumtree instead of gossipsub (a design, not the node).
+    pub plumtree: Plumtree,
     /// Join a fresh node at the end and time its bootstrap.
     pub bootstrap: bool,
 }
@@ -154,6 +171,7 @@ impl Default for NetConfig {
             jitter_ms: 50.0,
             gossipsub: Gossipsub::default(),
             core: metamesh_exchange::Config::default(),
+            plumtree: Plumtree::default(),
             bootstrap: true,
         }
     }
@@ -212,6 +230,8 @@ pub struct NetReport {
     pub wall_s: f64,
     /// The gossipsub parameters of the run.
     pub gossipsub: Gossipsub,
+    /// Plumtree for records (`enabled: false`: records over gossipsub, as the node).
+    pub plumtree: Plumtree,
 }
 
 #[cfg(test)]
