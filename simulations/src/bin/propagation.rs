@@ -103,14 +103,19 @@ fn main() -> anyhow::Result<()> {
         "--window must be positive"
     );
     anyhow::ensure!(
-        a.mesh_n_low <= a.mesh_n && a.mesh_n <= a.mesh_n_high && a.mesh_outbound_min <= a.mesh_n_low,
+        a.mesh_n_low <= a.mesh_n
+            && a.mesh_n <= a.mesh_n_high
+            && a.mesh_outbound_min <= a.mesh_n_low,
         "need mesh_outbound_min <= mesh_n_low <= mesh_n <= mesh_n_high (as gossipsub does)"
     );
     anyhow::ensure!(
         a.mesh_outbound_min * 2 <= a.mesh_n,
         "need mesh_outbound_min * 2 <= mesh_n (as gossipsub does)"
     );
-    anyhow::ensure!(a.history_gossip <= 5, "need history_gossip <= history_length (5)");
+    anyhow::ensure!(
+        a.history_gossip <= 5,
+        "need history_gossip <= history_length (5)"
+    );
     let gossipsub = Gossipsub {
         mesh_n: a.mesh_n,
         mesh_n_low: a.mesh_n_low,

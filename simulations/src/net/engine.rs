@@ -8,8 +8,8 @@ use std::time::Instant;
 use libp2p_identity::PeerId;
 use metamesh_exchange::mem::MemStore;
 use metamesh_exchange::{
-    serve, testutil, Acceptance, Event, Gossip, InboundId, Init, Input, MsgId, Output,
-    RequestId, State, SubmitId, Timer, Topic,
+    serve, testutil, Acceptance, Event, Gossip, InboundId, Init, Input, MsgId, Output, RequestId,
+    State, SubmitId, Timer, Topic,
 };
 use metamesh_protocol::record::{verify_batch, ContentHash, RecordError};
 use metamesh_protocol::sync::{SyncRequest, SyncResponse};
@@ -98,7 +98,7 @@ struct Shell {
 }
 
 enum Ev {
-    Input(usize, Input),
+    Input(usize, Box<Input>),
     Timer(usize, Timer, u64),
     Gossip {
         to: usize,
@@ -227,7 +227,7 @@ struct Sim {
 
 fn ev_name(e: &Ev) -> String {
     match e {
-        Ev::Input(i, inp) => format!("input {i} {:?}", std::mem::discriminant(inp)),
+        Ev::Input(i, inp) => format!("input {i} {:?}", std::mem::discriminant(&**inp)),
         Ev::Timer(i, t, _) => format!("timer {i} {t:?}"),
         Ev::Gossip { .. } => "gossip".into(),
         Ev::IHave { .. } => "ihave".into(),
@@ -445,22 +445,16 @@ impl Sim {
         let outbound = self.nodes[a].gs.outbound.contains(&b);
         self.at(
             t,
-            Ev::Input(
-                a,
-                Input::PeerConnected {
-                    peer: pb,
-                    outbound,
-                },
-            ),
+            Ev::Input(a, Box::new(Input::PeerConnected { peer: pb, outbound })),
         );
         self.at(
             t,
             Ev::Input(
                 b,
-                Input::PeerConnected {
+                Box::new(Input::PeerConnected {
                     peer: pa,
                     outbound: !outbound,
-                },
+                }),
             ),
         );
     }
@@ -469,8 +463,14 @@ impl Sim {
     fn disconnect_now(&mut self, a: usize, b: usize) {
         let (pa, pb) = (self.peers[a], self.peers[b]);
         let t = self.now;
-        self.at(t, Ev::Input(a, Input::PeerDisconnected { peer: pb }));
-        self.at(t, Ev::Input(b, Input::PeerDisconnected { peer: pa }));
+        self.at(
+            t,
+            Ev::Input(a, Box::new(Input::PeerDisconnected { peer: pb })),
+        );
+        self.at(
+            t,
+            Ev::Input(b, Box::new(Input::PeerDisconnected { peer: pa })),
+        );
         self.nodes[a].gs.mesh.retain(|&j| j != b);
         self.nodes[b].gs.mesh.retain(|&j| j != a);
         self.nodes[a].gs.eager.remove(&b);
@@ -484,8 +484,13 @@ impl Sim {
             }
             self.now = t;
             self.events += 1;
-            if self.trace && self.events % 200_000 == 0 {
-                eprintln!("sim {:.3}s events {} {}", t as f64 / 1e6, self.events, ev_name(&ev));
+            if self.trace && self.events.is_multiple_of(200_000) {
+                eprintln!(
+                    "sim {:.3}s events {} {}",
+                    t as f64 / 1e6,
+                    self.events,
+                    ev_name(&ev)
+                );
             }
             self.dispatch(ev);
             if self.finished {
@@ -514,6 +519,7 @@ impl Sim {
     fn dispatch(&mut self, ev: Ev) {
         match ev {
             Ev::Input(i, input) => {
+                let input = *input;
                 let network = !matches!(
                     input,
                     Input::Verified { .. }
@@ -728,7 +734,10 @@ impl Sim {
         let connected = self.connected(i);
         let hb = p.heartbeat_ms * 1000;
         self.nodes[i].gs.ihave_rx.clear();
-        self.nodes[i].gs.backoff.retain(|_, until| *until + hb > now);
+        self.nodes[i]
+            .gs
+            .backoff
+            .retain(|_, until| *until + hb > now);
         self.nodes[i].gs.promises.retain(|_, until| *until > now);
         let mut graft = Vec::new();
         let mut prune = Vec::new();
@@ -976,7 +985,9 @@ impl Sim {
             w.push(hash);
         }
         for j in self.nodes[i].gs.mesh.clone() {
-            if j == from || (signed && j == author) || self.nodes[i].gs.dont_send.contains(&(j, hash))
+            if j == from
+                || (signed && j == author)
+                || self.nodes[i].gs.dont_send.contains(&(j, hash))
             {
                 continue;
             }
@@ -1093,18 +1104,21 @@ impl Sim {
                             t,
                             Ev::Input(
                                 j,
-                                Input::Request {
+                                Box::new(Input::Request {
                                     peer: me,
                                     id: inb,
                                     request,
-                                },
+                                }),
                             ),
                         );
                     }
                     _ => {
                         let t = now + self.latency();
                         let error = "not connected".to_string();
-                        self.at(t, Ev::Input(i, Input::RequestFailed { peer, id, error }));
+                        self.at(
+                            t,
+                            Ev::Input(i, Box::new(Input::RequestFailed { peer, id, error })),
+                        );
                     }
                 }
             }
@@ -1121,12 +1135,12 @@ impl Sim {
                     now,
                     Ev::Input(
                         i,
-                        Input::Served {
+                        Box::new(Input::Served {
                             peer,
                             id,
                             records,
                             bytes,
-                        },
+                        }),
                     ),
                 );
                 self.respond(i, id, response);
@@ -1149,11 +1163,14 @@ impl Sim {
                             .unwrap_or(Err(RecordError::BadSignature))
                     })
                     .collect();
-                self.at(now, Ev::Input(i, Input::Verified { id, results }));
+                self.at(now, Ev::Input(i, Box::new(Input::Verified { id, results })));
             }
             Output::Persist { id, batch } => {
                 let p = self.nodes[i].store.apply(batch);
-                self.at(now, Ev::Input(i, Input::Persisted { id, result: Ok(p) }));
+                self.at(
+                    now,
+                    Ev::Input(i, Box::new(Input::Persisted { id, result: Ok(p) })),
+                );
             }
             Output::Submitted { .. } | Output::SetPeerScore { .. } => {}
             Output::Disconnect { peer } | Output::Ban { peer, .. } => {
@@ -1196,11 +1213,11 @@ impl Sim {
                 t,
                 Ev::Input(
                     k,
-                    Input::Response {
+                    Box::new(Input::Response {
                         peer: me,
                         id: rid,
                         response,
-                    },
+                    }),
                 ),
             );
         } else {
@@ -1209,11 +1226,11 @@ impl Sim {
                 t,
                 Ev::Input(
                     k,
-                    Input::RequestFailed {
+                    Box::new(Input::RequestFailed {
                         peer: me,
                         id: rid,
                         error,
-                    },
+                    }),
                 ),
             );
         }

@@ -35,6 +35,7 @@
 //!   `MessageAuthenticity::Signed`) carries `from`, `seqno` and a 64-byte
 //!   signature (+116 bytes). Noise/yamux/TCP framing below gossipsub and the
 //!   request-response framing of sync messages are not counted.
+//!
 //! Not modelled: peer scoring inside gossipsub, opportunistic grafting,
 //! fanout expiry, PX, per-topic meshes, send-queue limits, CPU time.
 //!
@@ -273,7 +274,10 @@ mod tests {
             ..small(4)
         });
         assert_eq!(p.delivered_fraction, 1.0);
-        assert!(p.heal_converge_ms.is_finite() && p.heal_converge_ms > 0.0, "{p:?}");
+        assert!(
+            p.heal_converge_ms.is_finite() && p.heal_converge_ms > 0.0,
+            "{p:?}"
+        );
         let c = run(NetConfig {
             loss: 0.05,
             churn: 0.1,
