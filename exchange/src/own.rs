@@ -57,6 +57,9 @@ impl OwnSeq {
     }
 
     /// The next seq to sign and its explicit `prev`, if any.
+    // not an iterator: it never ends and returns (seq, prev); the name is
+    // kept so the core's API stays as the node uses it
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> (u64, Option<u64>) {
         let seq = match self.epoch {
             Some(e) => {

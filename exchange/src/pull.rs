@@ -47,7 +47,9 @@ impl State {
             return;
         }
         if now - info.last_recon < min {
-            let at = info.last_recon + min;
+            // at least 1 ms ahead: `last + min - last` may round below `min`,
+            // and a timer firing at `last + min` must not re-arm itself forever
+            let at = (info.last_recon + min).max(now + 1e-3);
             self.schedule(at, Timer::Reconcile(peer));
             return;
         }

@@ -319,7 +319,7 @@ fn unrequested_records_are_dropped_and_charged() {
     let mut targets_req = None;
     let outs = {
         // reconcile first so the core has targets
-        let mut st = std::mem::replace(&mut net.nodes[1].store, MemStore::default());
+        let mut st = std::mem::take(&mut net.nodes[1].store);
         let b = PersistBatch {
             records: recs
                 .iter()

@@ -5,7 +5,7 @@
 //! `cargo run --release -p metamesh-simulations --bin propagation -- --nodes 1000 --json`
 
 use clap::Parser;
-use metamesh_simulations::net::{run, NetConfig};
+use metamesh_simulations::net::{run, Gossipsub, NetConfig, Plumtree};
 
 #[derive(Parser, Debug)]
 #[command(about = "Simulate record propagation over N exchange cores")]
@@ -21,7 +21,7 @@ struct Args {
     /// Seconds over which patterns are published.
     #[arg(long, default_value_t = 10.0)]
     window: f64,
-    /// Fraction of gossip transmissions lost.
+    /// Fraction of gossipsub RPCs lost.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
     /// Fraction of nodes that leave for a few seconds and come back.
@@ -32,15 +32,57 @@ struct Args {
     partition: bool,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Gossipsub mesh degree D.
+    /// gossipsub mesh_n (D).
     #[arg(long, default_value_t = 6)]
-    mesh_d: usize,
-    /// Heartbeats advertised in IHAVE (gossipsub history_gossip).
+    mesh_n: usize,
+    /// gossipsub mesh_n_low (D_lo).
+    #[arg(long, default_value_t = 5)]
+    mesh_n_low: usize,
+    /// gossipsub mesh_n_high (D_hi).
+    #[arg(long, default_value_t = 12)]
+    mesh_n_high: usize,
+    /// gossipsub mesh_outbound_min (D_out).
+    #[arg(long, default_value_t = 2)]
+    mesh_outbound_min: usize,
+    /// gossipsub gossip_lazy (D_lazy).
+    #[arg(long, default_value_t = 6)]
+    gossip_lazy: usize,
+    /// gossipsub gossip_factor.
+    #[arg(long, default_value_t = 0.25)]
+    gossip_factor: f64,
+    /// gossipsub history_gossip: heartbeats advertised in IHAVE.
     #[arg(long, default_value_t = 3)]
     history_gossip: usize,
-    /// Disable IDONTWANT (gossipsub v1.2).
+    /// gossipsub heartbeat interval, ms.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// gossipsub idontwant_message_size_threshold, bytes.
+    #[arg(long, default_value_t = 1000)]
+    idontwant_threshold: usize,
+    /// gossipsub idontwant_on_publish.
     #[arg(long)]
-    no_idontwant: bool,
+    idontwant_on_publish: bool,
+    /// Publish to the mesh only (gossipsub flood_publish = false).
+    #[arg(long)]
+    no_flood_publish: bool,
+    /// Messages without gossipsub's author signature (MessageAuthenticity::Anonymous).
+    #[arg(long)]
+    unsigned: bool,
+    /// Core: minimum seconds between digest announcements while the digest changes.
+    #[arg(long, default_value_t = 5.0)]
+    announce_interval: f64,
+    /// Records over Plumtree (eager tree + lazy ids) instead of gossipsub: a design, not the node.
+    #[arg(long)]
+    plumtree: bool,
+    /// Plumtree: lazy peers told each new record id.
+    #[arg(long, default_value_t = 2)]
+    pt_lazy: usize,
+    /// Plumtree: wait for the record this long after its id before GRAFT, ms.
+    #[arg(long, default_value_t = 300)]
+    pt_graft_timeout_ms: u64,
+    /// Connections each node dials.
+    #[arg(long, default_value_t = 8)]
+    dial: usize,
     /// Skip the fresh-node bootstrap phase.
     #[arg(long)]
     no_bootstrap: bool,
@@ -60,6 +102,35 @@ fn main() -> anyhow::Result<()> {
         a.window > 0.0 && a.window.is_finite(),
         "--window must be positive"
     );
+    anyhow::ensure!(
+        a.mesh_n_low <= a.mesh_n
+            && a.mesh_n <= a.mesh_n_high
+            && a.mesh_outbound_min <= a.mesh_n_low,
+        "need mesh_outbound_min <= mesh_n_low <= mesh_n <= mesh_n_high (as gossipsub does)"
+    );
+    anyhow::ensure!(
+        a.mesh_outbound_min * 2 <= a.mesh_n,
+        "need mesh_outbound_min * 2 <= mesh_n (as gossipsub does)"
+    );
+    anyhow::ensure!(
+        a.history_gossip <= 5,
+        "need history_gossip <= history_length (5)"
+    );
+    let gossipsub = Gossipsub {
+        mesh_n: a.mesh_n,
+        mesh_n_low: a.mesh_n_low,
+        mesh_n_high: a.mesh_n_high,
+        mesh_outbound_min: a.mesh_outbound_min,
+        gossip_lazy: a.gossip_lazy,
+        gossip_factor: a.gossip_factor,
+        history_gossip: a.history_gossip,
+        heartbeat_ms: a.heartbeat_ms.max(1),
+        idontwant_threshold: a.idontwant_threshold,
+        idontwant_on_publish: a.idontwant_on_publish,
+        flood_publish: !a.no_flood_publish,
+        signed: !a.unsigned,
+        ..Gossipsub::default()
+    };
     let cfg = NetConfig {
         nodes: a.nodes,
         origins: a.origins.clamp(1, a.nodes),
@@ -69,9 +140,17 @@ fn main() -> anyhow::Result<()> {
         churn: a.churn,
         partition: a.partition,
         seed: a.seed,
-        mesh_d: a.mesh_d.max(1),
-        history_gossip: a.history_gossip,
-        idontwant: !a.no_idontwant,
+        dial: a.dial.max(1),
+        gossipsub,
+        core: metamesh_exchange::Config {
+            announce_interval_secs: a.announce_interval.max(0.1),
+            ..metamesh_exchange::Config::default()
+        },
+        plumtree: Plumtree {
+            enabled: a.plumtree,
+            lazy: a.pt_lazy,
+            graft_timeout_ms: a.pt_graft_timeout_ms.max(1),
+        },
         bootstrap: !a.no_bootstrap,
         ..NetConfig::default()
     };

@@ -1,6 +1,6 @@
 //! The discrete-event engine of the network simulator (see `net/mod.rs`).
 
-use std::cmp::Reverse;
+use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::time::Instant;
@@ -8,8 +8,8 @@ use std::time::Instant;
 use libp2p_identity::PeerId;
 use metamesh_exchange::mem::MemStore;
 use metamesh_exchange::{
-    serve, testutil, Acceptance, Config, Event, Gossip, InboundId, Init, Input, MsgId, Output,
-    RequestId, State, SubmitId, Timer, Topic,
+    serve, testutil, Acceptance, Event, Gossip, InboundId, Init, Input, MsgId, Output, RequestId,
+    State, SubmitId, Timer, Topic,
 };
 use metamesh_protocol::record::{verify_batch, ContentHash, RecordError};
 use metamesh_protocol::sync::{SyncRequest, SyncResponse};
@@ -21,12 +21,68 @@ use super::{NetConfig, NetReport};
 
 const T0: f64 = testutil::NOW;
 const SEC: u64 = 1_000_000;
-/// Framing of one gossipsub RPC (protobuf fields, topic name), bytes.
-const RPC_OVERHEAD: usize = 40;
-const D_LAZY: usize = 6;
-const D_HI: usize = 12;
-const MCACHE_LEN: usize = 5;
-const WARMUP: u64 = 3 * SEC;
+/// Mesh formation before the first publish.
+const WARMUP: u64 = 6 * SEC;
+/// gossipsub `prune_backoff` (1 min) and `iwant_followup_time` (3 s).
+const PRUNE_BACKOFF: u64 = 60 * SEC;
+const PROMISE: u64 = 3 * SEC;
+/// gossipsub `max_ihave_messages` handled per peer per heartbeat.
+const MAX_IHAVE_PER_HEARTBEAT: u32 = 10;
+
+// ---- wire sizes of gossipsub's protobuf (bytes) ------------------------------
+/// Length prefix of one RPC on the stream.
+const RPC_FRAME: usize = 2;
+/// `topic` field: "metamesh/<mesh>/records/1" (26 characters) + tag + length.
+const TOPIC_FIELD: usize = 28;
+/// One message id in a control message: 32 bytes + tag + length.
+const ID_FIELD: usize = 34;
+/// `from` (38-byte peer id), `seqno` (8) and `signature` (64), each + tag + length.
+const SIGNED_FIELDS: usize = 40 + 10 + 66;
+
+/// Protobuf length of a gossipsub `Message` carrying `data` (what gossipsub
+/// compares with `idontwant_message_size_threshold`).
+fn wire_message(data: usize, signed: bool) -> usize {
+    data + 3 + TOPIC_FIELD + if signed { SIGNED_FIELDS } else { 0 }
+}
+
+/// One RPC carrying one message.
+fn wire_publish(data: usize, signed: bool) -> usize {
+    RPC_FRAME + 3 + wire_message(data, signed)
+}
+
+/// One RPC carrying a control message with `ids` message ids (IHAVE has a topic).
+fn wire_control(ids: usize, topic: bool) -> usize {
+    RPC_FRAME + 4 + ids * ID_FIELD + if topic { TOPIC_FIELD } else { 0 }
+}
+
+/// GRAFT (topic) or PRUNE (topic + backoff).
+fn wire_graft_prune(prune: bool) -> usize {
+    RPC_FRAME + 6 + TOPIC_FIELD + if prune { 2 } else { 0 }
+}
+
+/// The gossipsub router of one node.
+#[derive(Default)]
+struct Router {
+    mesh: Vec<usize>,
+    /// Peers we dialled (gossipsub's `outbound`).
+    outbound: HashSet<usize>,
+    /// peer → backoff ends at.
+    backoff: HashMap<usize, u64>,
+    /// The duplicate cache (seen message ids; 60 s, longer than a run's spread).
+    dup: HashSet<ContentHash>,
+    /// (peer, id): the peer sent IDONTWANT for id.
+    dont_send: HashSet<(usize, ContentHash)>,
+    /// Validated ids per heartbeat window, newest first (the message cache).
+    mcache: VecDeque<Vec<ContentHash>>,
+    /// IWANT promises: id → until.
+    promises: HashMap<ContentHash, u64>,
+    /// IHAVE handled per peer in this heartbeat.
+    ihave_rx: HashMap<usize, u32>,
+    /// Plumtree: peers we push records to eagerly (the tree), the rest are lazy.
+    eager: HashSet<usize>,
+    /// Plumtree: records announced by a lazy peer and not yet received: id → announcers.
+    missing: HashMap<ContentHash, Vec<usize>>,
+}
 
 struct Shell {
     state: State,
@@ -34,10 +90,7 @@ struct Shell {
     online: bool,
     never_left: bool,
     conns: Vec<usize>,
-    mesh: Vec<usize>,
-    seen: HashSet<ContentHash>,
-    dont_want: HashSet<(usize, ContentHash)>,
-    mcache: VecDeque<Vec<ContentHash>>,
+    gs: Router,
     pending: HashMap<MsgId, (ContentHash, usize)>,
     timers: HashMap<Timer, u64>,
     inbound: HashMap<InboundId, (usize, RequestId)>,
@@ -45,7 +98,7 @@ struct Shell {
 }
 
 enum Ev {
-    Input(usize, Input),
+    Input(usize, Box<Input>),
     Timer(usize, Timer, u64),
     Gossip {
         to: usize,
@@ -55,7 +108,7 @@ enum Ev {
     IHave {
         to: usize,
         from: usize,
-        ids: Vec<ContentHash>,
+        ids: Rc<Vec<ContentHash>>,
     },
     IWant {
         to: usize,
@@ -67,6 +120,32 @@ enum Ev {
         from: usize,
         id: ContentHash,
     },
+    Graft {
+        to: usize,
+        from: usize,
+    },
+    Prune {
+        to: usize,
+        from: usize,
+    },
+    /// Plumtree: a lazy announcement of one record id.
+    PtIHave {
+        to: usize,
+        from: usize,
+        id: ContentHash,
+    },
+    /// Plumtree: the record was not received in time; ask the announcer and
+    /// make it eager.
+    PtTimeout(usize, ContentHash),
+    PtGraft {
+        to: usize,
+        from: usize,
+        id: ContentHash,
+    },
+    PtPrune {
+        to: usize,
+        from: usize,
+    },
     Heartbeat(usize),
     Publish(usize),
     Leave(usize),
@@ -76,12 +155,45 @@ enum Ev {
     Bootstrap,
 }
 
+/// A queued event; ordered by time, then by insertion.
+struct Item {
+    t: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Item {
+    fn eq(&self, o: &Self) -> bool {
+        (self.t, self.seq) == (o.t, o.seq)
+    }
+}
+impl Eq for Item {}
+impl PartialOrd for Item {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Item {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // BinaryHeap is a max-heap: the earliest first
+        (o.t, o.seq).cmp(&(self.t, self.seq))
+    }
+}
+
 #[derive(Default)]
 struct Bytes {
     gossip: u64,
+    announce: u64,
     control: u64,
     sync: u64,
     copies: u64,
+}
+
+/// A message on the gossip layer: topic, data, the node that published it.
+struct Msg {
+    topic: Topic,
+    data: Rc<Vec<u8>>,
+    author: usize,
 }
 
 struct Sim {
@@ -89,12 +201,11 @@ struct Sim {
     nodes: Vec<Shell>,
     ids: HashMap<PeerId, usize>,
     peers: Vec<PeerId>,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    evs: HashMap<u64, Ev>,
+    queue: BinaryHeap<Item>,
     seq: u64,
     now: u64,
     rng: ChaCha8Rng,
-    msgs: HashMap<ContentHash, (Topic, Rc<Vec<u8>>)>,
+    msgs: HashMap<ContentHash, Msg>,
     verified: HashMap<ContentHash, Result<PeerId, RecordError>>,
     side: Option<Vec<bool>>,
     next_id: u64,
@@ -102,6 +213,7 @@ struct Sim {
     bytes: Bytes,
     /// record hash → (published at, always-online nodes holding it, done at)
     records: HashMap<ContentHash, (u64, usize, Option<u64>)>,
+    records_done: usize,
     record_push_bytes: Vec<usize>,
     total_records: usize,
     stayers: usize,
@@ -109,6 +221,26 @@ struct Sim {
     healed_at: Option<u64>,
     boot: Option<(usize, u64, Option<u64>)>,
     events: u64,
+    finished: bool,
+    trace: bool,
+}
+
+fn ev_name(e: &Ev) -> String {
+    match e {
+        Ev::Input(i, inp) => format!("input {i} {:?}", std::mem::discriminant(&**inp)),
+        Ev::Timer(i, t, _) => format!("timer {i} {t:?}"),
+        Ev::Gossip { .. } => "gossip".into(),
+        Ev::IHave { .. } => "ihave".into(),
+        Ev::IWant { .. } => "iwant".into(),
+        Ev::IDontWant { .. } => "idontwant".into(),
+        Ev::Graft { .. } => "graft".into(),
+        Ev::Prune { .. } => "prune".into(),
+        Ev::Heartbeat(_) => "heartbeat".into(),
+        Ev::PtIHave { .. } | Ev::PtTimeout(..) | Ev::PtGraft { .. } | Ev::PtPrune { .. } => {
+            "plumtree".into()
+        }
+        _ => "other".into(),
+    }
 }
 
 /// Run one simulation.
@@ -128,7 +260,7 @@ impl Sim {
         let mut nodes = Vec::with_capacity(total);
         let mut ids = HashMap::new();
         let mut peers = Vec::new();
-        let core_cfg = Config::default();
+        let core_cfg = cfg.core.clone();
         for i in 0..total {
             let key = testutil::key(cfg.seed.wrapping_mul(1_000_003) + i as u64);
             let init = Init {
@@ -143,16 +275,17 @@ impl Sim {
             let state = State::new(core_cfg.clone(), init);
             ids.insert(state.peer_id(), i);
             peers.push(state.peer_id());
+            let gs = Router {
+                mcache: VecDeque::from(vec![Vec::new()]),
+                ..Router::default()
+            };
             nodes.push(Shell {
                 state,
                 store: MemStore::default(),
                 online: i < cfg.nodes,
                 never_left: i < cfg.nodes,
                 conns: vec![],
-                mesh: vec![],
-                seen: HashSet::new(),
-                dont_want: HashSet::new(),
-                mcache: VecDeque::from(vec![Vec::new()]),
+                gs,
                 pending: HashMap::new(),
                 timers: HashMap::new(),
                 inbound: HashMap::new(),
@@ -165,7 +298,6 @@ impl Sim {
             ids,
             peers,
             queue: BinaryHeap::new(),
-            evs: HashMap::new(),
             seq: 0,
             now: 0,
             rng,
@@ -176,6 +308,7 @@ impl Sim {
             measuring: false,
             bytes: Bytes::default(),
             records: HashMap::new(),
+            records_done: 0,
             record_push_bytes: vec![],
             total_records: 0,
             stayers: 0,
@@ -183,20 +316,24 @@ impl Sim {
             healed_at: None,
             boot: None,
             events: 0,
+            finished: false,
+            trace: std::env::var_os("MM_SIM_TRACE").is_some(),
         };
         sim.build_graph();
         sim
     }
 
+    /// The connection graph: every node dials `dial` random others.
     fn build_graph(&mut self) {
         let n = self.cfg.nodes;
         let mut conns: Vec<HashSet<usize>> = vec![HashSet::new(); n];
         for i in 0..n {
             for _ in 0..self.cfg.dial.min(n.saturating_sub(1)) {
                 let j = self.rng.gen_range(0..n);
-                if j != i {
+                if j != i && !conns[i].contains(&j) {
                     conns[i].insert(j);
                     conns[j].insert(i);
+                    self.nodes[i].gs.outbound.insert(j);
                 }
             }
         }
@@ -205,34 +342,38 @@ impl Sim {
             v.sort_unstable();
             self.nodes[i].conns = v;
         }
-        // mesh: GRAFT up to D peers among connections (accepted below D_hi)
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut self.rng);
-        for &i in &order {
-            let mut cand = self.nodes[i].conns.clone();
-            cand.shuffle(&mut self.rng);
-            for j in cand {
-                if self.nodes[i].mesh.len() >= self.cfg.mesh_d {
-                    break;
-                }
-                if !self.nodes[i].mesh.contains(&j) && self.nodes[j].mesh.len() < D_HI {
-                    self.nodes[i].mesh.push(j);
-                    self.nodes[j].mesh.push(i);
-                }
-            }
-        }
     }
 
     fn at(&mut self, t: u64, ev: Ev) -> u64 {
         self.seq += 1;
-        self.evs.insert(self.seq, ev);
-        self.queue.push(Reverse((t, self.seq)));
+        self.queue.push(Item {
+            t,
+            seq: self.seq,
+            ev,
+        });
         self.seq
     }
 
     fn latency(&mut self) -> u64 {
         let ms = self.cfg.latency_ms + self.rng.gen_range(-1.0..=1.0) * self.cfg.jitter_ms;
         (ms.max(1.0) * 1000.0) as u64
+    }
+
+    /// One transmission is lost.
+    fn lost(&mut self) -> bool {
+        self.cfg.loss > 0.0 && self.rng.gen::<f64>() < self.cfg.loss
+    }
+
+    /// Send `ev` over the link `from → to` (latency, loss); false if the link is down.
+    fn send(&mut self, from: usize, to: usize, ev: Ev) -> bool {
+        if !self.link_ok(from, to) {
+            return false;
+        }
+        if !self.lost() {
+            let t = self.now + self.latency();
+            self.at(t, ev);
+        }
+        true
     }
 
     fn link_ok(&self, a: usize, b: usize) -> bool {
@@ -243,6 +384,7 @@ impl Sim {
 
     fn plan(&mut self) {
         let n = self.cfg.nodes;
+        let hb = self.cfg.gossipsub.heartbeat_ms * 1000;
         // connections come up
         for i in 0..n {
             for j in self.nodes[i].conns.clone() {
@@ -251,7 +393,7 @@ impl Sim {
                     self.connect_at(t, i, j);
                 }
             }
-            let t = self.rng.gen_range(0..SEC);
+            let t = SEC / 2 + self.rng.gen_range(0..hb.max(1));
             self.at(t, Ev::Heartbeat(i));
         }
         let mut order: Vec<usize> = (0..n).collect();
@@ -296,48 +438,62 @@ impl Sim {
     }
 
     fn connect_at(&mut self, t: u64, a: usize, b: usize) {
+        // Plumtree: a new neighbour starts in the eager set
+        self.nodes[a].gs.eager.insert(b);
+        self.nodes[b].gs.eager.insert(a);
         let (pa, pb) = (self.peers[a], self.peers[b]);
+        let outbound = self.nodes[a].gs.outbound.contains(&b);
         self.at(
             t,
-            Ev::Input(
-                a,
-                Input::PeerConnected {
-                    peer: pb,
-                    outbound: true,
-                },
-            ),
+            Ev::Input(a, Box::new(Input::PeerConnected { peer: pb, outbound })),
         );
         self.at(
             t,
             Ev::Input(
                 b,
-                Input::PeerConnected {
+                Box::new(Input::PeerConnected {
                     peer: pa,
-                    outbound: false,
-                },
+                    outbound: !outbound,
+                }),
             ),
         );
     }
 
+    /// The connection a–b closes: both cores learn it, both meshes drop it.
     fn disconnect_now(&mut self, a: usize, b: usize) {
         let (pa, pb) = (self.peers[a], self.peers[b]);
         let t = self.now;
-        self.at(t, Ev::Input(a, Input::PeerDisconnected { peer: pb }));
-        self.at(t, Ev::Input(b, Input::PeerDisconnected { peer: pa }));
+        self.at(
+            t,
+            Ev::Input(a, Box::new(Input::PeerDisconnected { peer: pb })),
+        );
+        self.at(
+            t,
+            Ev::Input(b, Box::new(Input::PeerDisconnected { peer: pa })),
+        );
+        self.nodes[a].gs.mesh.retain(|&j| j != b);
+        self.nodes[b].gs.mesh.retain(|&j| j != a);
+        self.nodes[a].gs.eager.remove(&b);
+        self.nodes[b].gs.eager.remove(&a);
     }
 
     fn run_until(&mut self, end: u64) {
-        while let Some(Reverse((t, k))) = self.queue.pop() {
+        while let Some(Item { t, ev, .. }) = self.queue.pop() {
             if t > end {
                 break;
             }
             self.now = t;
-            let Some(ev) = self.evs.remove(&k) else {
-                continue;
-            };
             self.events += 1;
+            if self.trace && self.events.is_multiple_of(200_000) {
+                eprintln!(
+                    "sim {:.3}s events {} {}",
+                    t as f64 / 1e6,
+                    self.events,
+                    ev_name(&ev)
+                );
+            }
             self.dispatch(ev);
-            if self.all_done() {
+            if self.finished {
                 break;
             }
         }
@@ -345,21 +501,25 @@ impl Sim {
 
     /// Everything published is everywhere, the partition healed and the
     /// newcomer bootstrapped: nothing left to measure.
-    fn all_done(&self) -> bool {
-        let published = self.total_records
-            == self.cfg.origins.min(self.cfg.nodes) * self.cfg.patterns_per_origin;
-        published
-            && self.records.values().all(|r| r.2.is_some())
+    fn check_finished(&mut self) {
+        let expected = self.cfg.origins.min(self.cfg.nodes) * self.cfg.patterns_per_origin;
+        self.finished = self.total_records == expected
+            && self.records_done == self.total_records
             && (!self.cfg.partition || self.healed_at.is_some())
             && (!self.cfg.bootstrap || self.boot.is_some_and(|b| b.2.is_some()))
-            && self.nodes[..self.cfg.nodes]
-                .iter()
-                .all(|s| !s.online || s.held == self.total_records)
+            && self.all_online_complete();
+    }
+
+    fn all_online_complete(&self) -> bool {
+        self.nodes[..self.cfg.nodes]
+            .iter()
+            .all(|s| !s.online || s.held == self.total_records)
     }
 
     fn dispatch(&mut self, ev: Ev) {
         match ev {
             Ev::Input(i, input) => {
+                let input = *input;
                 let network = !matches!(
                     input,
                     Input::Verified { .. }
@@ -378,38 +538,76 @@ impl Sim {
                     self.step(i, Input::Timer(timer));
                 }
             }
-            Ev::Gossip { to, from, hash } => self.on_gossip(to, from, hash),
-            Ev::IHave { to, from, ids } => {
+            Ev::Gossip { to, from, hash } => self.on_message(to, from, hash),
+            Ev::IHave { to, from, ids } => self.on_ihave(to, from, &ids),
+            Ev::IWant { to, from, ids } => {
                 if !self.link_ok(to, from) {
                     return;
                 }
-                let want: Vec<ContentHash> = ids
-                    .into_iter()
-                    .filter(|h| !self.nodes[to].seen.contains(h))
-                    .collect();
-                if !want.is_empty() {
-                    self.count_control(want.len());
-                    let t = self.now + self.latency();
-                    self.at(
-                        t,
-                        Ev::IWant {
-                            to: from,
-                            from: to,
-                            ids: want,
-                        },
-                    );
-                }
-            }
-            Ev::IWant { to, from, ids } => {
                 for h in ids {
-                    if self.nodes[to].seen.contains(&h) {
+                    let cached = self.nodes[to].gs.mcache.iter().any(|w| w.contains(&h));
+                    if cached && !self.nodes[to].gs.dont_send.contains(&(from, h)) {
                         self.send_full(to, from, h);
                     }
                 }
             }
             Ev::IDontWant { to, from, id } => {
-                if self.nodes[to].online {
-                    self.nodes[to].dont_want.insert((from, id));
+                if self.link_ok(to, from) {
+                    self.nodes[to].gs.dont_send.insert((from, id));
+                }
+            }
+            Ev::Graft { to, from } => self.on_graft(to, from),
+            Ev::Prune { to, from } => {
+                if self.link_ok(to, from) {
+                    let until = self.now + PRUNE_BACKOFF;
+                    let gs = &mut self.nodes[to].gs;
+                    gs.mesh.retain(|&j| j != from);
+                    gs.backoff.insert(from, until);
+                }
+            }
+            Ev::PtIHave { to, from, id } => {
+                if !self.link_ok(to, from) || self.nodes[to].gs.dup.contains(&id) {
+                    return;
+                }
+                let m = self.nodes[to].gs.missing.entry(id).or_default();
+                m.push(from);
+                if m.len() == 1 {
+                    let t = self.now + self.cfg.plumtree.graft_timeout_ms * 1000;
+                    self.at(t, Ev::PtTimeout(to, id));
+                }
+            }
+            Ev::PtTimeout(i, id) => {
+                if !self.nodes[i].online || self.nodes[i].gs.dup.contains(&id) {
+                    return;
+                }
+                let Some(m) = self.nodes[i].gs.missing.get_mut(&id) else {
+                    return;
+                };
+                if m.is_empty() {
+                    return;
+                }
+                let j = m.remove(0);
+                if !m.is_empty() {
+                    let t = self.now + self.cfg.plumtree.graft_timeout_ms * 1000;
+                    self.at(t, Ev::PtTimeout(i, id));
+                }
+                if self.link_ok(i, j) {
+                    self.nodes[i].gs.eager.insert(j);
+                    let ev = Ev::PtGraft { to: j, from: i, id };
+                    self.send_control(i, j, wire_control(1, true), ev);
+                }
+            }
+            Ev::PtGraft { to, from, id } => {
+                if self.link_ok(to, from) {
+                    self.nodes[to].gs.eager.insert(from);
+                    if self.nodes[to].gs.dup.contains(&id) {
+                        self.send_full(to, from, id);
+                    }
+                }
+            }
+            Ev::PtPrune { to, from } => {
+                if self.link_ok(to, from) {
+                    self.nodes[to].gs.eager.remove(&from);
                 }
             }
             Ev::Heartbeat(i) => self.heartbeat(i),
@@ -444,6 +642,7 @@ impl Sim {
                         self.connect_at(t, i, j);
                     }
                 }
+                self.check_finished();
             }
             Ev::PartitionStart => {
                 let n = self.cfg.nodes;
@@ -475,6 +674,7 @@ impl Sim {
                         }
                     }
                 }
+                self.check_healed();
             }
             Ev::Bootstrap => {
                 // the newcomer's catch-up is timed, not counted per pattern
@@ -485,12 +685,11 @@ impl Sim {
                     .filter(|i| self.nodes[*i].online)
                     .collect();
                 targets.shuffle(&mut self.rng);
-                targets.truncate(self.cfg.mesh_d);
+                targets.truncate(self.cfg.dial);
                 for &j in &targets {
                     self.nodes[b].conns.push(j);
                     self.nodes[j].conns.push(b);
-                    self.nodes[b].mesh.push(j);
-                    self.nodes[j].mesh.push(b);
+                    self.nodes[b].gs.outbound.insert(j);
                     let t = self.now + self.latency();
                     self.connect_at(t, b, j);
                 }
@@ -501,49 +700,196 @@ impl Sim {
         }
     }
 
-    fn count_control(&mut self, ids: usize) {
+    fn count_control(&mut self, bytes: usize) {
         if self.measuring {
-            self.bytes.control += (RPC_OVERHEAD + ids * self.cfg.msg_id_bytes) as u64;
+            self.bytes.control += bytes as u64;
         }
     }
 
+    fn send_control(&mut self, from: usize, to: usize, bytes: usize, ev: Ev) {
+        if self.send(from, to, ev) {
+            self.count_control(bytes);
+        }
+    }
+
+    /// Connected peers of `i` (gossipsub's `connected_peers`, all subscribed).
+    fn connected(&self, i: usize) -> Vec<usize> {
+        self.nodes[i]
+            .conns
+            .iter()
+            .copied()
+            .filter(|&j| self.link_ok(i, j))
+            .collect()
+    }
+
+    /// gossipsub's heartbeat: mesh maintenance, IHAVE emission, cache shift.
     fn heartbeat(&mut self, i: usize) {
-        let t = self.now + SEC;
+        let p = self.cfg.gossipsub.clone();
+        let t = self.now + p.heartbeat_ms * 1000;
         self.at(t, Ev::Heartbeat(i));
         if !self.nodes[i].online {
             return;
         }
+        let now = self.now;
+        let connected = self.connected(i);
+        let hb = p.heartbeat_ms * 1000;
+        self.nodes[i].gs.ihave_rx.clear();
+        self.nodes[i]
+            .gs
+            .backoff
+            .retain(|_, until| *until + hb > now);
+        self.nodes[i].gs.promises.retain(|_, until| *until > now);
+        let mut graft = Vec::new();
+        let mut prune = Vec::new();
+        {
+            let rng = &mut self.rng;
+            let gs = &mut self.nodes[i].gs;
+            gs.mesh.retain(|j| connected.contains(j));
+            // too few: graft up to mesh_n
+            if gs.mesh.len() < p.mesh_n_low {
+                let mut cand: Vec<usize> = connected
+                    .iter()
+                    .copied()
+                    .filter(|j| !gs.mesh.contains(j) && !gs.backoff.contains_key(j))
+                    .collect();
+                cand.shuffle(rng);
+                cand.truncate(p.mesh_n - gs.mesh.len());
+                gs.mesh.extend(&cand);
+                graft.extend(cand);
+            }
+            // too many: prune down to mesh_n, keeping mesh_outbound_min outbound peers
+            if gs.mesh.len() >= p.mesh_n_high {
+                let excess = gs.mesh.len() - p.mesh_n;
+                let mut shuffled = gs.mesh.clone();
+                shuffled.shuffle(rng);
+                let mut outbound = shuffled.iter().filter(|j| gs.outbound.contains(j)).count();
+                let mut removed = 0;
+                for j in shuffled {
+                    if removed == excess {
+                        break;
+                    }
+                    if gs.outbound.contains(&j) {
+                        if outbound <= p.mesh_outbound_min {
+                            continue;
+                        }
+                        outbound -= 1;
+                    }
+                    gs.mesh.retain(|&k| k != j);
+                    gs.backoff.insert(j, now + PRUNE_BACKOFF);
+                    prune.push(j);
+                    removed += 1;
+                }
+            }
+            // enough peers, but too few outbound: graft outbound ones
+            if gs.mesh.len() >= p.mesh_n_low {
+                let outbound = gs.mesh.iter().filter(|j| gs.outbound.contains(j)).count();
+                if outbound < p.mesh_outbound_min {
+                    let mut cand: Vec<usize> = connected
+                        .iter()
+                        .copied()
+                        .filter(|j| {
+                            !gs.mesh.contains(j)
+                                && !gs.backoff.contains_key(j)
+                                && gs.outbound.contains(j)
+                        })
+                        .collect();
+                    cand.shuffle(rng);
+                    cand.truncate(p.mesh_outbound_min - outbound);
+                    gs.mesh.extend(&cand);
+                    graft.extend(cand);
+                }
+            }
+        }
+        // IHAVE: validated ids of the last history_gossip heartbeats
         let ids: Vec<ContentHash> = self.nodes[i]
+            .gs
             .mcache
             .iter()
-            .take(self.cfg.history_gossip)
+            .take(p.history_gossip)
             .flatten()
             .copied()
             .collect();
         if !ids.is_empty() {
-            let mut lazy: Vec<usize> = self.nodes[i]
-                .conns
+            let mut lazy: Vec<usize> = connected
                 .iter()
                 .copied()
-                .filter(|j| !self.nodes[i].mesh.contains(j) && self.link_ok(i, *j))
+                .filter(|j| !self.nodes[i].gs.mesh.contains(j))
                 .collect();
+            let n = p
+                .gossip_lazy
+                .max((p.gossip_factor * lazy.len() as f64) as usize);
             lazy.shuffle(&mut self.rng);
-            for j in lazy.into_iter().take(D_LAZY) {
-                self.count_control(ids.len());
-                let t = self.now + self.latency();
-                self.at(
-                    t,
-                    Ev::IHave {
-                        to: j,
-                        from: i,
-                        ids: ids.clone(),
-                    },
-                );
+            let ids = Rc::new(ids);
+            let bytes = wire_control(ids.len(), true);
+            for j in lazy.into_iter().take(n) {
+                let ev = Ev::IHave {
+                    to: j,
+                    from: i,
+                    ids: ids.clone(),
+                };
+                self.send_control(i, j, bytes, ev);
             }
         }
-        let mc = &mut self.nodes[i].mcache;
+        for j in graft {
+            self.send_control(i, j, wire_graft_prune(false), Ev::Graft { to: j, from: i });
+        }
+        for j in prune {
+            self.send_control(i, j, wire_graft_prune(true), Ev::Prune { to: j, from: i });
+        }
+        let mc = &mut self.nodes[i].gs.mcache;
         mc.push_front(Vec::new());
-        mc.truncate(MCACHE_LEN);
+        mc.truncate(p.history_length.max(1));
+    }
+
+    fn on_graft(&mut self, to: usize, from: usize) {
+        if !self.link_ok(to, from) {
+            return;
+        }
+        let high = self.cfg.gossipsub.mesh_n_high;
+        let now = self.now;
+        let gs = &mut self.nodes[to].gs;
+        if gs.mesh.contains(&from) {
+            return;
+        }
+        let backoff = gs.backoff.get(&from).is_some_and(|u| *u > now);
+        if backoff || (gs.mesh.len() >= high && !gs.outbound.contains(&from)) {
+            gs.backoff.insert(from, now + PRUNE_BACKOFF);
+            let ev = Ev::Prune { to: from, from: to };
+            self.send_control(to, from, wire_graft_prune(true), ev);
+            return;
+        }
+        gs.mesh.push(from);
+    }
+
+    fn on_ihave(&mut self, to: usize, from: usize, ids: &[ContentHash]) {
+        if !self.link_ok(to, from) {
+            return;
+        }
+        let now = self.now;
+        let gs = &mut self.nodes[to].gs;
+        let n = gs.ihave_rx.entry(from).or_insert(0);
+        *n += 1;
+        if *n > MAX_IHAVE_PER_HEARTBEAT {
+            return;
+        }
+        let want: Vec<ContentHash> = ids
+            .iter()
+            .copied()
+            .filter(|h| !gs.dup.contains(h) && gs.promises.get(h).is_none_or(|u| *u <= now))
+            .collect();
+        if want.is_empty() {
+            return;
+        }
+        for h in &want {
+            gs.promises.insert(*h, now + PROMISE);
+        }
+        let bytes = wire_control(want.len(), false);
+        let ev = Ev::IWant {
+            to: from,
+            from: to,
+            ids: want,
+        };
+        self.send_control(to, from, bytes, ev);
     }
 
     /// A full message on the wire from `from` to `to`.
@@ -551,46 +897,67 @@ impl Sim {
         if !self.link_ok(from, to) {
             return;
         }
-        let Some((_, data)) = self.msgs.get(&hash) else {
+        let Some(m) = self.msgs.get(&hash) else {
             return;
         };
+        let bytes = wire_publish(m.data.len(), self.cfg.gossipsub.signed) as u64;
+        let record = m.topic == Topic::Records;
         if self.measuring {
-            self.bytes.gossip += (data.len() + RPC_OVERHEAD) as u64;
-            self.bytes.copies += 1;
+            if record {
+                self.bytes.gossip += bytes;
+                self.bytes.copies += 1;
+            } else {
+                self.bytes.announce += bytes;
+            }
         }
-        if self.cfg.loss > 0.0 && self.rng.gen::<f64>() < self.cfg.loss {
+        if self.lost() {
             return;
         }
         let t = self.now + self.latency();
         self.at(t, Ev::Gossip { to, from, hash });
     }
 
-    fn on_gossip(&mut self, to: usize, from: usize, hash: ContentHash) {
-        if !self.link_ok(to, from) || !self.nodes[to].seen.insert(hash) {
+    /// A full message arrives at `to` from `from`.
+    fn on_message(&mut self, to: usize, from: usize, hash: ContentHash) {
+        if !self.link_ok(to, from) {
             return;
         }
-        let Some((topic, data)) = self.msgs.get(&hash).cloned() else {
+        let Some(m) = self.msgs.get(&hash) else {
             return;
         };
-        if let Some(w) = self.nodes[to].mcache.front_mut() {
-            w.push(hash);
+        let (topic, data, author) = (m.topic, m.data.clone(), m.author);
+        let tree = self.cfg.plumtree.enabled && topic == Topic::Records;
+        if self.nodes[to].gs.dup.contains(&hash) {
+            if tree && self.nodes[to].gs.eager.remove(&from) {
+                // a second copy over a tree edge: that edge becomes lazy
+                let ev = Ev::PtPrune { to: from, from: to };
+                self.send_control(to, from, wire_graft_prune(true), ev);
+            }
+            return;
         }
-        if self.cfg.idontwant && topic != Topic::Announce {
-            for j in self.nodes[to].mesh.clone() {
-                if j != from && self.link_ok(to, j) {
-                    self.count_control(1);
-                    let t = self.now + self.latency();
-                    self.at(
-                        t,
-                        Ev::IDontWant {
-                            to: j,
-                            from: to,
-                            id: hash,
-                        },
-                    );
+        if tree {
+            let gs = &mut self.nodes[to].gs;
+            gs.eager.insert(from);
+            gs.missing.remove(&hash);
+        }
+        let p = &self.cfg.gossipsub;
+        let signed = p.signed;
+        // IDONTWANT to the mesh before validation, for large messages
+        if wire_message(data.len(), signed) > p.idontwant_threshold {
+            for j in self.nodes[to].gs.mesh.clone() {
+                if j != from && !(signed && j == author) {
+                    let ev = Ev::IDontWant {
+                        to: j,
+                        from: to,
+                        id: hash,
+                    };
+                    self.send_control(to, j, wire_control(1, false), ev);
                 }
             }
         }
+        let gs = &mut self.nodes[to].gs;
+        gs.dup.insert(hash);
+        gs.promises.remove(&hash);
         self.next_id += 1;
         let id = MsgId(self.next_id);
         self.nodes[to].pending.insert(id, (hash, from));
@@ -604,10 +971,97 @@ impl Sim {
         self.step(to, Input::Gossip(g));
     }
 
-    fn forward(&mut self, i: usize, hash: ContentHash, except: Option<usize>) {
-        for j in self.nodes[i].mesh.clone() {
-            if Some(j) == except || self.nodes[i].dont_want.contains(&(j, hash)) {
+    /// Validation `Accept`: into the message cache, forwarded to the mesh.
+    fn forward(&mut self, i: usize, hash: ContentHash, from: usize) {
+        let Some(m) = self.msgs.get(&hash) else {
+            return;
+        };
+        let (author, topic) = (m.author, m.topic);
+        let signed = self.cfg.gossipsub.signed;
+        if topic == Topic::Records && self.cfg.plumtree.enabled {
+            return self.tree_push(i, hash, Some(from));
+        }
+        if let Some(w) = self.nodes[i].gs.mcache.front_mut() {
+            w.push(hash);
+        }
+        for j in self.nodes[i].gs.mesh.clone() {
+            if j == from
+                || (signed && j == author)
+                || self.nodes[i].gs.dont_send.contains(&(j, hash))
+            {
                 continue;
+            }
+            self.send_full(i, j, hash);
+        }
+    }
+
+    /// Plumtree: the record to every eager peer, its id to `lazy` random lazy peers.
+    fn tree_push(&mut self, i: usize, hash: ContentHash, from: Option<usize>) {
+        let connected = self.connected(i);
+        let mut lazy = Vec::new();
+        for j in connected {
+            if Some(j) == from {
+                continue;
+            }
+            if self.nodes[i].gs.eager.contains(&j) {
+                self.send_full(i, j, hash);
+            } else {
+                lazy.push(j);
+            }
+        }
+        lazy.shuffle(&mut self.rng);
+        for j in lazy.into_iter().take(self.cfg.plumtree.lazy) {
+            let ev = Ev::PtIHave {
+                to: j,
+                from: i,
+                id: hash,
+            };
+            self.send_control(i, j, wire_control(1, true), ev);
+        }
+    }
+
+    /// gossipsub `publish`: to every connected peer (flood publish) or the mesh.
+    fn publish(&mut self, i: usize, topic: Topic, data: Vec<u8>) {
+        let hash = ContentHash::of(&data);
+        if topic == Topic::Records {
+            self.record_push_bytes.push(data.len());
+        }
+        let len = data.len();
+        self.msgs.insert(
+            hash,
+            Msg {
+                topic,
+                data: Rc::new(data),
+                author: i,
+            },
+        );
+        self.nodes[i].gs.dup.insert(hash);
+        if topic == Topic::Records && self.cfg.plumtree.enabled {
+            return self.tree_push(i, hash, None);
+        }
+        if let Some(w) = self.nodes[i].gs.mcache.front_mut() {
+            w.push(hash);
+        }
+        let p = self.cfg.gossipsub.clone();
+        let mut to = if p.flood_publish {
+            self.connected(i)
+        } else {
+            self.nodes[i].gs.mesh.clone()
+        };
+        if to.is_empty() {
+            // fanout: mesh_n random connected peers
+            to = self.connected(i);
+            to.shuffle(&mut self.rng);
+            to.truncate(p.mesh_n);
+        }
+        for j in to {
+            if p.idontwant_on_publish && wire_message(len, p.signed) > p.idontwant_threshold {
+                let ev = Ev::IDontWant {
+                    to: j,
+                    from: i,
+                    id: hash,
+                };
+                self.send_control(i, j, wire_control(1, false), ev);
             }
             self.send_full(i, j, hash);
         }
@@ -627,29 +1081,16 @@ impl Sim {
             Output::Validate { id, acceptance } => {
                 if let Some((hash, from)) = self.nodes[i].pending.remove(&id) {
                     if acceptance == Acceptance::Accept {
-                        self.forward(i, hash, Some(from));
+                        self.forward(i, hash, from);
                     }
                 }
             }
-            Output::Publish { topic, data } => {
-                let hash = ContentHash::of(&data);
-                if topic == Topic::Records {
-                    self.record_push_bytes.push(data.len());
-                }
-                self.msgs.insert(hash, (topic, Rc::new(data)));
-                self.nodes[i].seen.insert(hash);
-                if let Some(w) = self.nodes[i].mcache.front_mut() {
-                    if topic != Topic::Announce {
-                        w.push(hash);
-                    }
-                }
-                self.forward(i, hash, None);
-            }
+            Output::Publish { topic, data } => self.publish(i, topic, data),
             Output::SendRequest { peer, id, request } => {
                 let j = self.ids.get(&peer).copied();
-                let bytes = request.encode();
                 match j {
                     Some(j) if self.link_ok(i, j) => {
+                        let bytes = request.encode();
                         if self.measuring {
                             self.bytes.sync += bytes.len() as u64;
                         }
@@ -663,18 +1104,21 @@ impl Sim {
                             t,
                             Ev::Input(
                                 j,
-                                Input::Request {
+                                Box::new(Input::Request {
                                     peer: me,
                                     id: inb,
                                     request,
-                                },
+                                }),
                             ),
                         );
                     }
                     _ => {
                         let t = now + self.latency();
                         let error = "not connected".to_string();
-                        self.at(t, Ev::Input(i, Input::RequestFailed { peer, id, error }));
+                        self.at(
+                            t,
+                            Ev::Input(i, Box::new(Input::RequestFailed { peer, id, error })),
+                        );
                     }
                 }
             }
@@ -691,12 +1135,12 @@ impl Sim {
                     now,
                     Ev::Input(
                         i,
-                        Input::Served {
+                        Box::new(Input::Served {
                             peer,
                             id,
                             records,
                             bytes,
-                        },
+                        }),
                     ),
                 );
                 self.respond(i, id, response);
@@ -719,11 +1163,14 @@ impl Sim {
                             .unwrap_or(Err(RecordError::BadSignature))
                     })
                     .collect();
-                self.at(now, Ev::Input(i, Input::Verified { id, results }));
+                self.at(now, Ev::Input(i, Box::new(Input::Verified { id, results })));
             }
             Output::Persist { id, batch } => {
                 let p = self.nodes[i].store.apply(batch);
-                self.at(now, Ev::Input(i, Input::Persisted { id, result: Ok(p) }));
+                self.at(
+                    now,
+                    Ev::Input(i, Box::new(Input::Persisted { id, result: Ok(p) })),
+                );
             }
             Output::Submitted { .. } | Output::SetPeerScore { .. } => {}
             Output::Disconnect { peer } | Output::Ban { peer, .. } => {
@@ -732,12 +1179,16 @@ impl Sim {
                 }
             }
             Output::Schedule { at, timer } => {
-                let t = (((at - T0) * 1e6).max(0.0) as u64).max(now);
+                // rounded up: a timer never fires before the time it asked for
+                let t = (((at - T0) * 1e6).max(0.0).ceil() as u64).max(now);
                 self.seq += 1;
                 let token = self.seq;
                 self.nodes[i].timers.insert(timer, token);
-                self.evs.insert(token, Ev::Timer(i, timer, token));
-                self.queue.push(Reverse((t, token)));
+                self.queue.push(Item {
+                    t,
+                    seq: token,
+                    ev: Ev::Timer(i, timer, token),
+                });
             }
             Output::Event(Event::PatternAccepted { hash, local, .. }) => {
                 self.accepted(i, hash, local)
@@ -762,11 +1213,11 @@ impl Sim {
                 t,
                 Ev::Input(
                     k,
-                    Input::Response {
+                    Box::new(Input::Response {
                         peer: me,
                         id: rid,
                         response,
-                    },
+                    }),
                 ),
             );
         } else {
@@ -775,11 +1226,11 @@ impl Sim {
                 t,
                 Ev::Input(
                     k,
-                    Input::RequestFailed {
+                    Box::new(Input::RequestFailed {
                         peer: me,
                         id: rid,
                         error,
-                    },
+                    }),
                 ),
             );
         }
@@ -791,13 +1242,12 @@ impl Sim {
             self.total_records += 1;
             self.records.insert(hash, (self.now, 0, None));
         }
-        let stayer = self.nodes[i].never_left;
-        let stayers = self.stayers;
-        if let Some(r) = self.records.get_mut(&hash) {
-            if stayer {
+        if self.nodes[i].never_left {
+            if let Some(r) = self.records.get_mut(&hash) {
                 r.1 += 1;
-                if r.1 == stayers {
+                if r.1 == self.stayers && r.2.is_none() {
                     r.2 = Some(self.now);
+                    self.records_done += 1;
                 }
             }
         }
@@ -806,11 +1256,15 @@ impl Sim {
                 self.boot = Some((b, start, Some(self.now)));
             }
         }
+        self.check_healed();
+        if self.records_done == self.total_records && self.nodes[i].held == self.total_records {
+            self.check_finished();
+        }
+    }
+
+    fn check_healed(&mut self) {
         if let (Some(h), None) = (self.heal_at, self.healed_at) {
-            let all = self.nodes[..self.cfg.nodes]
-                .iter()
-                .all(|s| !s.online || s.held == self.total_records);
-            if all {
+            if self.records_done == self.total_records && self.all_online_complete() {
                 self.healed_at = Some(self.now.max(h));
             }
         }
@@ -835,8 +1289,11 @@ impl Sim {
         let online: Vec<&Shell> = self.nodes[..n].iter().filter(|s| s.online).collect();
         let should = (online.len() * self.total_records).max(1);
         let held: usize = online.iter().map(|s| s.held.min(self.total_records)).sum();
-        let per = (self.total_records * n).max(1) as f64;
-        let total = (self.bytes.gossip + self.bytes.control + self.bytes.sync) as f64;
+        let mesh_mean = online.iter().map(|s| s.gs.mesh.len()).sum::<usize>() as f64
+            / online.len().max(1) as f64;
+        let per = (self.total_records * n.saturating_sub(1)).max(1) as f64;
+        let b = &self.bytes;
+        let total = (b.gossip + b.announce + b.control + b.sync) as f64;
         let rec_bytes = if self.record_push_bytes.is_empty() {
             0.0
         } else {
@@ -857,16 +1314,18 @@ impl Sim {
             loss: self.cfg.loss,
             churn: self.cfg.churn,
             partition: self.cfg.partition,
-            mesh_d: self.cfg.mesh_d,
+            mesh_d: self.cfg.gossipsub.mesh_n,
+            mesh_mean,
             delivered_fraction: held as f64 / should as f64,
             p50_ms: pct(0.5),
             p99_ms: pct(0.99),
             max_ms: lat.last().copied().unwrap_or(0.0),
             undelivered_patterns: undelivered,
             bytes_per_pattern: total / per,
-            gossip_bytes_per_pattern: self.bytes.gossip as f64 / per,
-            control_bytes_per_pattern: self.bytes.control as f64 / per,
-            sync_bytes_per_pattern: self.bytes.sync as f64 / per,
+            gossip_bytes_per_pattern: b.gossip as f64 / per,
+            announce_bytes_per_pattern: b.announce as f64 / per,
+            control_bytes_per_pattern: b.control as f64 / per,
+            sync_bytes_per_pattern: b.sync as f64 / per,
             record_bytes: rec_bytes,
             bytes_ratio: if rec_bytes > 0.0 {
                 total / per / rec_bytes
@@ -874,7 +1333,7 @@ impl Sim {
                 0.0
             },
             duplication: handed as f64 / accepted.max(1) as f64,
-            wire_copies_per_record: self.bytes.copies as f64 / per,
+            wire_copies_per_record: b.copies as f64 / per,
             heal_converge_ms: match (self.heal_at, self.healed_at) {
                 (Some(h), Some(d)) => (d - h) as f64 / 1000.0,
                 (Some(_), None) => f64::INFINITY,
@@ -888,6 +1347,8 @@ impl Sim {
             simulated_s: self.now as f64 / 1e6,
             events: self.events,
             wall_s,
+            gossipsub: self.cfg.gossipsub.clone(),
+            plumtree: self.cfg.plumtree.clone(),
         }
     }
 }
