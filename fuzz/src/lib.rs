@@ -16,6 +16,7 @@ use metamesh_node::api::{
 use metamesh_node::config::Config;
 use metamesh_protocol::record::{RecordKind, SignedRecord, MAX_BODY_BYTES};
 use metamesh_protocol::schema::Pattern;
+use metamesh_protocol::sync::{SyncRequest, SyncResponse};
 use metamesh_protocol::wire::{GossipMessage, PatternRequest, PatternResponse};
 use metamesh_storage::interop::{self, detect_format, Format};
 use metamesh_storage::{Store, StoreConfig};
@@ -47,6 +48,13 @@ pub fn wire_request(data: &[u8]) {
         let again = PatternRequest::decode(&r.encode());
         assert!(again.is_ok(), "re-encoded request fails: {again:?}");
     }
+    // What the node's codec decodes (the seed's request plus `recon`).
+    if let Ok(r) = SyncRequest::decode(data) {
+        if r.validate().is_ok() {
+            let again = SyncRequest::decode(&r.encode());
+            assert!(again.is_ok(), "re-encoded sync request fails: {again:?}");
+        }
+    }
 }
 
 /// Sync responses, then every record in them as the receiver opens it.
@@ -60,6 +68,11 @@ pub fn wire_response(data: &[u8]) {
         }
         let again = PatternResponse::decode(&r.encode());
         assert!(again.is_ok(), "re-encoded response fails: {again:?}");
+    }
+    if let Ok(r) = SyncResponse::decode(data) {
+        let _ = r.validate();
+        let again = SyncResponse::decode(&r.encode());
+        assert!(again.is_ok(), "re-encoded sync response fails: {again:?}");
     }
 }
 

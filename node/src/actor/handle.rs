@@ -189,10 +189,17 @@ impl Node {
                 .map_err(|e| ApiError::unavailable(e.to_string()))?;
             match tokio::time::timeout(SUBMIT_WAIT, rx).await {
                 Ok(Ok(r)) => done.extend(r.map_err(submit_error)?),
-                Ok(Err(_)) => return Err(ApiError::unavailable("the node stopped while storing")),
+                // Not 503: a 503 always means nothing was stored.
+                Ok(Err(_)) => {
+                    return Err(ApiError::internal(
+                        "the node stopped while storing; the patterns may have been stored",
+                    ))
+                }
                 Err(_) => {
-                    return Err(ApiError::unavailable(
+                    return Err(ApiError::new(
+                        504,
                         "storing took too long; the patterns may still be stored",
+                        None,
                     ))
                 }
             }

@@ -328,10 +328,13 @@ impl Actor {
                             .map(metamesh_exchange::serve::record_bytes)
                             .sum();
                         self.sh.metrics.bytes_received(n as u64);
+                        // The codec bounded its size; the wire bounds are
+                        // checked here (a violation is charged by the core).
+                        let response = response.validate().map(|()| response);
                         self.input(Input::Response {
                             peer,
                             id: rid,
-                            response: Ok(response),
+                            response,
                         });
                     }
                     Err(e) => self.input(Input::RequestFailed {
