@@ -38,7 +38,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
+
+mod snapshot;
+pub use snapshot::MetricsSnapshot;
 
 /// Distinct label values kept per labelled metric; further values are
 /// counted under `other` so a hostile peer cannot grow the registry.
@@ -79,43 +81,6 @@ struct Inner {
     /// be iterated), bounded by [`MAX_LABEL_VALUES`].
     rejected_by_reason: Mutex<BTreeMap<String, u64>>,
     reputation_classes: Mutex<BTreeMap<String, i64>>,
-}
-
-/// The same numbers as plain data, for `GET /v1/stats`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct MetricsSnapshot {
-    pub patterns_recorded: u64,
-    pub patterns_shared: u64,
-    pub patterns_received: u64,
-    pub patterns_accepted: u64,
-    pub patterns_rejected: u64,
-    pub rejected_by_reason: BTreeMap<String, u64>,
-    pub requests_served: u64,
-    /// Children's insight records accepted as promotions (parent side).
-    #[serde(default)]
-    pub promotions_received: u64,
-    /// Promotions refused (bad signature, wrong origin, schema, policy).
-    #[serde(default)]
-    pub promotions_rejected: u64,
-    /// Our insight records a parent accepted (child side).
-    #[serde(default)]
-    pub promotions_sent: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub peers: i64,
-    pub reputation_classes: BTreeMap<String, i64>,
-    pub recommendations_followed: u64,
-    pub recommendations_explored: u64,
-    /// followed / (followed + explored); `None` before any outcome.
-    pub adoption_rate: Option<f64>,
-    pub outcome_quality_followed_sum: f64,
-    pub outcome_quality_followed_count: u64,
-    pub outcome_quality_explored_sum: f64,
-    pub outcome_quality_explored_count: u64,
-    /// Mean outcome quality when the advice was followed; `None` when no sample.
-    pub effectiveness_followed: Option<f64>,
-    /// Mean outcome quality when the node explored instead.
-    pub effectiveness_explored: Option<f64>,
 }
 
 impl Default for Metrics {
@@ -445,188 +410,7 @@ impl Metrics {
         let _ = encode(&mut out, &self.inner.registry);
         out
     }
-
-    pub fn snapshot(&self) -> MetricsSnapshot {
-        let i = &self.inner;
-        let rejected_by_reason = i
-            .rejected_by_reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let reputation_classes = i
-            .reputation_classes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let followed = i.recommendations.get_or_create(&followed_label(true)).get();
-        let explored = i
-            .recommendations
-            .get_or_create(&followed_label(false))
-            .get();
-        let fs = i
-            .outcome_quality_sum
-            .get_or_create(&advice_label(true))
-            .get();
-        let fc = i
-            .outcome_quality_count
-            .get_or_create(&advice_label(true))
-            .get();
-        let es = i
-            .outcome_quality_sum
-            .get_or_create(&advice_label(false))
-            .get();
-        let ec = i
-            .outcome_quality_count
-            .get_or_create(&advice_label(false))
-            .get();
-        let mean = |s: f64, c: u64| (c > 0).then(|| s / c as f64);
-        MetricsSnapshot {
-            patterns_recorded: i.recorded.get(),
-            patterns_shared: i.shared.get(),
-            patterns_received: i.received.get(),
-            patterns_accepted: i.accepted.get(),
-            patterns_rejected: rejected_by_reason.values().sum(),
-            rejected_by_reason,
-            requests_served: i.requests_served.get(),
-            promotions_received: i.promotions_received.get(),
-            promotions_rejected: i.promotions_rejected.get(),
-            promotions_sent: i.promotions_sent.get(),
-            bytes_sent: i.bytes_sent.get(),
-            bytes_received: i.bytes_received.get(),
-            peers: i.peers.get(),
-            reputation_classes,
-            recommendations_followed: followed,
-            recommendations_explored: explored,
-            adoption_rate: mean(followed as f64, followed + explored),
-            outcome_quality_followed_sum: fs,
-            outcome_quality_followed_count: fc,
-            outcome_quality_explored_sum: es,
-            outcome_quality_explored_count: ec,
-            effectiveness_followed: mean(fs, fc),
-            effectiveness_explored: mean(es, ec),
-        }
-    }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_appear_in_text_and_snapshot() {
-        let m = Metrics::new();
-        m.pattern_recorded();
-        m.pattern_recorded();
-        m.pattern_shared(5);
-        m.pattern_received();
-        m.pattern_accepted();
-        m.pattern_rejected("bad_signature");
-        m.pattern_rejected("bad_signature");
-        m.pattern_rejected("schema");
-        m.request_served();
-        m.bytes_sent(100);
-        m.bytes_received(40);
-        m.set_peers(3);
-        m.set_reputation_classes(&[("trusted", 1), ("neutral", 2)]);
-        m.recommendation_followed(true);
-        m.recommendation_followed(true);
-        m.recommendation_followed(false);
-        m.outcome_quality(true, 0.9);
-        m.outcome_quality(true, 0.7);
-        m.outcome_quality(false, 0.4);
-        m.outcome_quality(false, f64::NAN);
-
-        let text = m.encode();
-        for needle in [
-            "metamesh_patterns_recorded_total 2",
-            "metamesh_patterns_shared_total 5",
-            "metamesh_patterns_received_total 1",
-            "metamesh_patterns_accepted_total 1",
-            "metamesh_patterns_rejected_total{reason=\"bad_signature\"} 2",
-            "metamesh_patterns_rejected_total{reason=\"schema\"} 1",
-            "metamesh_requests_served_total 1",
-            "metamesh_bytes_sent_total 100",
-            "metamesh_bytes_received_total 40",
-            "metamesh_peers 3",
-            "metamesh_reputation_peers{class=\"neutral\"} 2",
-            "metamesh_recommendations_total{followed=\"true\"} 2",
-            "metamesh_outcome_quality_count_total{advice=\"followed\"} 2",
-            "# EOF",
-        ] {
-            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
-        }
-
-        let s = m.snapshot();
-        assert_eq!(s.patterns_recorded, 2);
-        assert_eq!(s.patterns_rejected, 3);
-        assert_eq!(s.rejected_by_reason["bad_signature"], 2);
-        assert_eq!(s.peers, 3);
-        assert_eq!(s.reputation_classes["trusted"], 1);
-        assert_eq!(s.recommendations_followed, 2);
-        assert_eq!(s.recommendations_explored, 1);
-        assert!((s.adoption_rate.unwrap() - 2.0 / 3.0).abs() < 1e-12);
-        assert!((s.effectiveness_followed.unwrap() - 0.8).abs() < 1e-12);
-        assert!((s.effectiveness_explored.unwrap() - 0.4).abs() < 1e-12);
-        assert_eq!(s.outcome_quality_explored_count, 1);
-    }
-
-    #[test]
-    fn reputation_classes_reset_when_absent() {
-        let m = Metrics::new();
-        let s = m.snapshot();
-        assert_eq!(s.reputation_classes.len(), 5, "all classes present at 0");
-        assert_eq!(s.reputation_classes["neutral"], 0);
-        assert!(m
-            .encode()
-            .contains("metamesh_reputation_peers{class=\"untrusted\"} 0"));
-        m.set_reputation_classes(&[("good", 4)]);
-        m.set_reputation_classes(&[("poor", 1)]);
-        let s = m.snapshot();
-        assert_eq!(s.reputation_classes["good"], 0);
-        assert_eq!(s.reputation_classes["poor"], 1);
-    }
-
-    #[test]
-    fn rejection_reasons_are_bounded_and_cleaned() {
-        let m = Metrics::new();
-        for i in 0..200 {
-            m.pattern_rejected(&format!("reason-{i}"));
-        }
-        m.pattern_rejected("with \"quotes\"\n");
-        let s = m.snapshot();
-        assert!(s.rejected_by_reason.len() <= MAX_LABEL_VALUES);
-        assert_eq!(s.patterns_rejected, 201);
-        assert!(s.rejected_by_reason[OTHER] > 0);
-        assert!(!m.encode().contains("\\\""));
-    }
-
-    #[test]
-    fn gauges_for_stored_patterns_and_belief() {
-        use metamesh_protocol::Depth;
-        let m = Metrics::new();
-        m.set_patterns_stored(10_000);
-        m.set_prob_best(&[
-            (Depth::Deep, 0.75),
-            (Depth::Light, 0.25),
-            (Depth::Minimal, f64::NAN),
-        ]);
-        m.set_prob_best(&[(Depth::Deep, 0.8)]);
-        let text = m.encode();
-        for needle in [
-            "metamesh_patterns_stored 10000",
-            "metamesh_best_depth_confidence{depth=\"deep\"} 0.8",
-            "metamesh_best_depth_confidence{depth=\"light\"} 0.25",
-        ] {
-            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
-        }
-        assert!(!text.contains("depth=\"minimal\""), "{text}");
-    }
-
-    #[test]
-    fn empty_snapshot_has_no_rates() {
-        let s = Metrics::new().snapshot();
-        assert_eq!(s.adoption_rate, None);
-        assert_eq!(s.effectiveness_followed, None);
-    }
-}
+mod tests;

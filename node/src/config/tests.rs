@@ -1,7 +1,13 @@
 //! Tests of the configuration layers and validation.
 #![allow(clippy::unwrap_used)]
 
+use std::path::Path;
+
+use libp2p::PeerId;
+
 use super::*;
+use crate::cli::RunArgs;
+use crate::datadir::DataDir;
 
 const PEER_A: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
 
