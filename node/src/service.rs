@@ -1203,20 +1203,17 @@ impl Node {
     /// peers are anchors, everyone's weight comes from reputation.
     fn origin_weight(&self, origin: &PeerId, now: f64) -> learning::OriginWeight {
         if *origin == self.inner.peer_id {
-            return learning::OriginWeight {
-                weight: 1.0,
-                anchor: true,
-                newcomer: false,
-            };
+            return metamesh_protocol::policy::self_say(1.0);
         }
         let is_parent = self.inner.parent.as_ref().is_some_and(|(p, _)| p == origin);
         let st = lock(&self.inner.state);
         let s = st.rep.standing(origin, now);
-        learning::OriginWeight {
-            weight: s.weight,
-            anchor: is_parent || st.rep.trust(origin) == Trust::Trusted,
-            newcomer: s.newcomer && !is_parent,
-        }
+        let role = if is_parent || st.rep.trust(origin) == Trust::Trusted {
+            learning::Role::Anchor
+        } else {
+            learning::Role::Peer
+        };
+        metamesh_protocol::policy::say(role, &s)
     }
 
     /// Each stored origin's statistics with its learning weight, anchor and
@@ -1541,7 +1538,7 @@ impl Node {
                 // Origins whose reports stay inconsistent with the robust
                 // consensus lose reputation (at most once a minute).
                 let agg = self.collective();
-                let bad: HashSet<PeerId> = agg.inconsistent.iter().map(|i| i.key).collect();
+                let bad: HashSet<PeerId> = learning::charged(&agg).into_iter().collect();
                 for p in bad.into_iter().filter(|p| *p != self.inner.peer_id) {
                     self.charge(p, ReputationEvent::InconsistentWithConsensus, 1);
                 }
