@@ -53,10 +53,125 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
         }
     }
     fn metrics(&self) -> &Metrics;
+
+    /// One page of `GET /v1/patterns`: at most `limit` patterns after
+    /// `cursor`, and the cursor of the next page when more may match.
+    /// The default pages only from the start (a cursor is 501).
+    fn query_patterns_page(
+        &self,
+        filters: RequestFilters,
+        cursor: Option<PageCursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<PatternPage, ApiError>> + Send {
+        async move {
+            if cursor.is_some() {
+                return Err(ApiError::new(
+                    501,
+                    "this node does not page patterns",
+                    Some("cursor".into()),
+                ));
+            }
+            Ok(PatternPage {
+                patterns: self.query_patterns(filters, limit).await?,
+                next_cursor: None,
+            })
+        }
+    }
+
+    /// Import validated patterns with their import keys (`POST /v1/import`):
+    /// sign and store those whose key is not held yet, durably, before
+    /// answering; count the rest as duplicates. The default answers 501.
+    fn import_patterns(
+        &self,
+        batch: Vec<(Pattern, [u8; 32])>,
+    ) -> impl Future<Output = Result<ImportOutcome, ApiError>> + Send {
+        let _ = batch;
+        async {
+            Err(ApiError::new(
+                501,
+                "this node does not import through its API",
+                None,
+            ))
+        }
+    }
+
+    /// Values of the `/metrics` gauges computed on scrape. The default takes
+    /// the pattern count from [`NodeApi::stats`] and reports no belief.
+    fn gauges(&self) -> impl Future<Output = Result<Gauges, ApiError>> + Send {
+        async {
+            Ok(Gauges {
+                patterns_stored: self.stats().await?.pattern_count,
+                prob_best: Vec::new(),
+            })
+        }
+    }
+
+    /// `GET /healthz`: Ok while the node can serve. The default asks
+    /// [`NodeApi::node_info`].
+    fn health(&self) -> impl Future<Output = Result<(), ApiError>> + Send {
+        async { self.node_info().await.map(|_| ()) }
+    }
+}
+
+/// Resume point of `GET /v1/patterns`: the last (origin, seq) returned.
+/// Written as `<origin>:<seq>` (opaque to clients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor {
+    pub origin: String,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for PageCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.origin, self.seq)
+    }
+}
+
+impl std::str::FromStr for PageCursor {
+    type Err = ApiError;
+    fn from_str(s: &str) -> Result<Self, ApiError> {
+        let bad =
+            || ApiError::bad_request("cursor must be a next_cursor this API returned", "cursor");
+        let (origin, seq) = s.trim().rsplit_once(':').ok_or_else(bad)?;
+        let ok = |c: char| c.is_ascii_alphanumeric();
+        if origin.is_empty() || origin.len() > 128 || !origin.chars().all(ok) {
+            return Err(bad());
+        }
+        Ok(PageCursor {
+            origin: origin.to_string(),
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// One page of patterns and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PatternPage {
+    pub patterns: Vec<PatternView>,
+    /// Pass as `cursor` for the next page; `null`: no more patterns.
+    pub next_cursor: Option<String>,
+}
+
+/// What one import batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportOutcome {
+    /// Patterns signed and stored.
+    pub accepted: u64,
+    /// Patterns whose import key was held already (not stored again).
+    pub duplicates: u64,
+}
+
+/// Gauges computed when `/metrics` is scraped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gauges {
+    /// `metamesh_patterns_stored`.
+    pub patterns_stored: u64,
+    /// `metamesh_best_depth_confidence{depth}`: the collective P(best) of each depth.
+    pub prob_best: Vec<(Depth, f64)>,
 }
 
 /// An API error: HTTP status plus `{"error": "...", "field": "..."}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{error}")]
 pub struct ApiError {
     #[serde(skip)]
@@ -95,7 +210,7 @@ impl ApiError {
 }
 
 /// A pattern accepted by `POST /v1/patterns`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmittedPattern {
     pub origin: String,
     pub seq: u64,
@@ -105,16 +220,18 @@ pub struct SubmittedPattern {
 }
 
 /// A stored pattern as `GET /v1/patterns` returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PatternView {
     pub origin: String,
     pub seq: u64,
     pub hash: String,
+    #[schema(value_type = openapi::PatternSchema)]
     pub pattern: Pattern,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Recommendation {
+    #[schema(value_type = openapi::DepthSchema)]
     pub depth: Depth,
     pub strategy: String,
     /// Posterior probability that `depth` is best (see protocol::posterior).
@@ -123,7 +240,7 @@ pub struct Recommendation {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PeerView {
     pub peer_id: String,
     pub addrs: Vec<String>,
@@ -132,7 +249,7 @@ pub struct PeerView {
     pub class: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReputationView {
     pub peer_id: String,
     pub score: f64,
@@ -143,12 +260,13 @@ pub struct ReputationView {
 }
 
 /// Counters for `GET /v1/stats`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatsView {
     pub peer_id: String,
     pub pattern_count: u64,
     pub own_seq: u64,
     pub origins: u64,
+    #[schema(value_type = std::collections::BTreeMap<String, u64>)]
     pub depth_distribution: std::collections::BTreeMap<Depth, u64>,
     pub connected_peers: u64,
     pub known_peers: u64,
@@ -157,7 +275,7 @@ pub struct StatsView {
 }
 
 /// One origin whose evidence the collective answer uses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Contributor {
     pub peer_id: String,
     /// Reputation learning weight used.
@@ -170,10 +288,11 @@ pub struct Contributor {
 }
 
 /// An origin excluded from the collective answer as inconsistent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExcludedOrigin {
     pub peer_id: String,
     /// A depth where its reports disagreed with the consensus.
+    #[schema(value_type = openapi::DepthSchema)]
     pub depth: Depth,
     /// Distance from the reference in standard errors (for `volume`: its
     /// count ÷ the median count).
@@ -184,7 +303,7 @@ pub struct ExcludedOrigin {
 }
 
 /// The knowledge-transfer report (DESIGN §7).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KnowledgeTransfer {
     /// Patterns behind the collective answer (kept origins).
     pub pattern_count: u64,
@@ -201,18 +320,19 @@ pub struct KnowledgeTransfer {
 }
 
 /// A peer's signed insight record as held by this node.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeldInsight {
     pub peer_id: String,
     pub seq: u64,
     /// Patterns behind the record (the peer's own statistics).
     pub patterns: u64,
+    #[schema(value_type = Option<openapi::DepthSchema>)]
     pub optimal_quality_depth: Option<metamesh_protocol::Depth>,
     /// P(best) of `optimal_quality_depth`.
     pub confidence: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeInfo {
     pub peer_id: String,
     pub listen_addrs: Vec<String>,
@@ -221,10 +341,24 @@ pub struct NodeInfo {
     pub version: String,
 }
 
+mod guard;
 mod http;
+pub mod openapi;
+mod parse;
+mod patterns;
+mod server;
+mod sse;
+mod transfer;
+pub use guard::HostPolicy;
 pub use http::{
-    parse_pattern_body, parse_pattern_query, parse_recommendation_query, parse_scope, router,
-    router_with_limits, serve, ApiLimits, ApiListener, ApiServer, ServeError, DEFAULT_QUERY_COUNT,
-    MAX_BODY_BYTES, MAX_CONCURRENT_REQUESTS, MAX_EVENT_STREAMS, MAX_PATTERNS_PER_POST,
-    MAX_QUERY_COUNT, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, REQUEST_TIMEOUT,
+    router, router_with_limits, ApiLimits, BODY_READ_TIMEOUT, DEFAULT_QUERY_COUNT,
+    HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONCURRENT_REQUESTS, MAX_CONNECTIONS,
+    MAX_EVENT_STREAMS, MAX_PATTERNS_PER_POST, MAX_QUERY_COUNT, OPENMETRICS_CONTENT_TYPE,
+    PROMETHEUS_CONTENT_TYPE, REQUEST_TIMEOUT, ROUTES,
+};
+pub use parse::{parse_pattern_body, parse_pattern_query, parse_recommendation_query, parse_scope};
+pub use server::{serve, serve_metrics, ApiListener, ApiServer, ServeError};
+pub use sse::EVENT_REPLAY;
+pub use transfer::{
+    ImportLineError, ImportReport, MAX_IMPORTS, MAX_IMPORT_BYTES, MAX_IMPORT_LINES, MAX_LINE_BYTES,
 };

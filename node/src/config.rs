@@ -4,7 +4,9 @@
 //! configuration. Unknown keys are errors at every level (a typo must not be
 //! silently ignored). Layers, later wins:
 //!
-//! 1. the TOML file given with `--config`;
+//! 1. the TOML file given with `--config` / `METAMESH_CONFIG`, else
+//!    `DIR/config.toml` in the data directory when it exists (every command
+//!    reads it, so offline commands weigh peers as the running node does);
 //! 2. environment variables `METAMESH_<SECTION>_<KEY>` (e.g.
 //!    `METAMESH_SHARING_ENABLED=false`, `METAMESH_LIMITS_MAX_CONNECTIONS=64`)
 //!    and `METAMESH_<KEY>` for top-level keys (`METAMESH_MESH=lab`).
@@ -12,6 +14,10 @@
 //!    `trust.fixed` is `PEER=SCORE,PEER=SCORE`;
 //! 3. the `run` flags `--listen`, `--bootstrap`, `--api`, `--mesh`, `--parent`
 //!    (a repeated flag replaces the whole list).
+//!
+//! A `METAMESH_*` variable that names no key is reported as a warning with
+//! the nearest valid name (`METAMESH_SHARING_ENABELD` → did you mean
+//! `METAMESH_SHARING_ENABLED`?); [`CLI_ENV_VARS`] are the CLI's own.
 //!
 //! [`Config::validate`] then checks every value; its errors name the key,
 //! e.g. `limits.max_patterns_per_response: must be between 1 and 1024`.
@@ -26,7 +32,8 @@ use libp2p::{Multiaddr, PeerId};
 use metamesh_protocol::schema::MAX_REPUTATION;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::RunArgs;
+use crate::cli::{GlobalArgs, RunArgs};
+use crate::datadir::DataDir;
 
 /// Largest configuration file read.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -35,6 +42,17 @@ pub const MAX_LISTEN_ADDRS: usize = 32;
 pub const MAX_BOOTSTRAP_ADDRS: usize = 256;
 pub const MAX_TRUST_ENTRIES: usize = 4096;
 const ENV_PREFIX: &str = "METAMESH_";
+/// `METAMESH_*` variables that are not configuration keys: the CLI's own
+/// and the test and script harnesses'.
+pub const CLI_ENV_VARS: [&str; 5] = [
+    "METAMESH_DATA_DIR",
+    "METAMESH_GIT_COMMIT",
+    "METAMESH_CONFIG",
+    "METAMESH_BIN",
+    "METAMESH_CRASH_WRITER_DIR",
+];
+/// The configuration file looked for in the data directory.
+pub const DATA_DIR_CONFIG: &str = "config.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -87,6 +105,13 @@ pub struct Config {
     pub bootstrap: Vec<String>,
     /// HTTP API socket address; port 0 picks a free port.
     pub api: String,
+    /// Extra `Host` names the API answers besides its bound address
+    /// (`name` for any port or `name:port`), e.g. behind a proxy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub api_allowed_hosts: Vec<String>,
+    /// Optional separate socket address serving only `GET /metrics`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// Parent node multiaddr (with `/p2p/<PeerId>`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
@@ -185,6 +210,8 @@ impl Default for Config {
             listen: Vec::new(),
             bootstrap: Vec::new(),
             api: "127.0.0.1:0".to_string(),
+            api_allowed_hosts: Vec::new(),
+            metrics_listen: None,
             parent: None,
             sharing: SharingConfig::default(),
             promotion: PromotionConfig::default(),
@@ -243,13 +270,29 @@ impl Default for StoreSection {
 pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"];
 
 impl Config {
-    /// File, then the process environment, then flags; validated.
+    /// File, then the process environment, then flags; validated. Unknown
+    /// `METAMESH_*` variables are logged as warnings naming the nearest key.
     pub fn load(file: Option<&Path>, run_args: &RunArgs) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .collect();
+        for w in unknown_env_vars(&env) {
+            tracing::warn!("{w}");
+        }
         Self::load_with_env(file, run_args, &env)
+    }
+
+    /// The configuration a command runs with: `--config`/`METAMESH_CONFIG`,
+    /// else `DIR/config.toml` if present; then the environment; then the
+    /// `run` flags when given.
+    pub fn for_command(
+        g: &GlobalArgs,
+        dd: &DataDir,
+        run_args: Option<&RunArgs>,
+    ) -> Result<Config, ConfigError> {
+        let file = config_file(g.config.as_deref(), dd);
+        Self::load(file.as_deref(), run_args.unwrap_or(&RunArgs::default()))
     }
 
     /// As [`Config::load`] with an explicit environment (for tests and
@@ -397,6 +440,22 @@ impl Config {
         if let Some(p) = &self.parent {
             parse_dialable("parent", p)?;
         }
+        if self.api_allowed_hosts.len() > 64 {
+            return Err(ConfigError::invalid(
+                "api_allowed_hosts",
+                "at most 64 host names",
+            ));
+        }
+        for (i, h) in self.api_allowed_hosts.iter().enumerate() {
+            let h = h.trim();
+            if h.is_empty() || h.len() > 255 || h.chars().any(|c| c.is_whitespace() || c == '/') {
+                return Err(ConfigError::invalid(
+                    format!("api_allowed_hosts[{i}]"),
+                    "must be a host name, optionally with :port",
+                ));
+            }
+        }
+        self.metrics_addr()?;
 
         let s = &self.sharing;
         range(
@@ -584,6 +643,21 @@ impl Config {
             .map_err(|e| ConfigError::invalid("api", format!("not a socket address ({e})")))
     }
 
+    /// The separate metrics address, if configured.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.metrics_listen
+            .as_deref()
+            .map(|a| {
+                SocketAddr::from_str(a.trim()).map_err(|e| {
+                    ConfigError::invalid(
+                        "metrics_listen",
+                        format!("not a socket address like 127.0.0.1:9100 ({e})"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
     pub fn trusted_peers(&self) -> Vec<PeerId> {
         self.trust
             .trusted
@@ -617,6 +691,72 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
     }
+}
+
+/// The configuration file: the explicit one, else `DIR/config.toml` when it
+/// exists.
+pub fn config_file(explicit: Option<&Path>, dd: &DataDir) -> Option<PathBuf> {
+    explicit.map(Path::to_path_buf).or_else(|| {
+        let p = dd.root.join(DATA_DIR_CONFIG);
+        p.is_file().then_some(p)
+    })
+}
+
+/// Every environment variable name that sets a configuration key.
+pub fn env_var_names() -> Vec<String> {
+    let mut names = vec![format!("{ENV_PREFIX}PARENT")];
+    if let Ok(toml::Value::Table(t)) = toml::Value::try_from(Config::default()) {
+        for (k, v) in &t {
+            match v.as_table() {
+                Some(sub) => names.extend(
+                    sub.keys()
+                        .map(|s| format!("{ENV_PREFIX}{k}_{s}").to_ascii_uppercase()),
+                ),
+                None => names.push(format!("{ENV_PREFIX}{k}").to_ascii_uppercase()),
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn env_tail(s: &str) -> &str {
+    s.strip_prefix(ENV_PREFIX).unwrap_or(s)
+}
+
+/// Warnings for `METAMESH_*` variables that name no configuration key and
+/// are not the CLI's own, each with the nearest valid name when one is close.
+pub fn unknown_env_vars(env: &[(String, String)]) -> Vec<String> {
+    let names = env_var_names();
+    let mut out = Vec::new();
+    for (var, _) in env {
+        if !var.starts_with(ENV_PREFIX)
+            || names.iter().any(|n| n == var)
+            || CLI_ENV_VARS.contains(&var.as_str())
+        {
+            continue;
+        }
+        let nearest = names
+            .iter()
+            .map(String::as_str)
+            .chain(CLI_ENV_VARS)
+            // Compare what follows the shared prefix.
+            .map(|n| (strsim::jaro_winkler(env_tail(var), env_tail(n)), n))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .filter(|(score, _)| *score >= 0.85)
+            .map(|(_, n)| n);
+        out.push(match nearest {
+            Some(n) => format!(
+                "environment variable {var} is not a metamesh setting and is ignored; did you mean {n}?"
+            ),
+            None => format!(
+                "environment variable {var} is not a metamesh setting and is ignored \
+                 (see docs/config.md for the METAMESH_* names)"
+            ),
+        });
+    }
+    out
 }
 
 /// The mesh name charset: `[a-zA-Z0-9._-]{1,64}`.
@@ -765,397 +905,4 @@ fn parse_env_value(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    const PEER_A: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
-
-    fn peer() -> String {
-        PeerId::random().to_string()
-    }
-
-    fn no_args() -> RunArgs {
-        RunArgs {
-            listen: vec![],
-            bootstrap: vec![],
-            api: None,
-            mesh: None,
-            parent: None,
-            config: None,
-        }
-    }
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn invalid_key(cfg: &Config) -> String {
-        match cfg.validate() {
-            Err(ConfigError::Invalid { key, .. }) => key,
-            other => panic!("expected an Invalid error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn defaults_are_valid_and_match_the_interface() {
-        let c = Config::default();
-        c.validate().unwrap();
-        assert_eq!(c.mesh, "default");
-        assert_eq!(c.api, "127.0.0.1:0");
-        assert!(c.sharing.enabled);
-        assert_eq!(c.sharing.announce_interval_secs, 10);
-        assert_eq!(c.limits.max_patterns_per_response, 256);
-        assert_eq!(c.limits.max_response_bytes, 1 << 20);
-        assert_eq!(c.store.cache_mb, 64);
-        assert_eq!(c.listen_addrs().len(), 2);
-        // An empty file is the defaults.
-        assert_eq!(Config::from_toml_str("").unwrap(), c);
-        // The defaults round-trip through TOML.
-        assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
-    }
-
-    #[test]
-    fn example_file_parses_to_the_defaults() {
-        let text = include_str!("../../metamesh.example.toml");
-        let c = Config::from_toml_str(text).unwrap();
-        c.validate().unwrap();
-        assert_eq!(c, Config::default());
-    }
-
-    #[test]
-    fn docs_example_is_valid() {
-        let md = include_str!("../../docs/config.md");
-        let start = md.find("```toml\n").unwrap() + "```toml\n".len();
-        let end = start + md[start..].find("```").unwrap();
-        let c = Config::from_toml_str(&md[start..end]).unwrap();
-        c.validate().unwrap();
-        assert_eq!(c.trusted_peers().len(), 1);
-        assert_eq!(
-            c.fixed_scores().values().copied().collect::<Vec<_>>(),
-            vec![-50.0]
-        );
-    }
-
-    #[test]
-    fn unknown_keys_are_errors_naming_the_key() {
-        let e = Config::from_toml_str("mesh = \"x\"\nbogus_key = 1\n").unwrap_err();
-        assert!(e.contains("bogus_key"), "{e}");
-        let e = Config::from_toml_str("[sharing]\nenabeld = false\n").unwrap_err();
-        assert!(e.contains("enabeld"), "{e}");
-        let e = Config::from_toml_str("[nosuchsection]\n").unwrap_err();
-        assert!(e.contains("nosuchsection"), "{e}");
-        let e = Config::from_toml_str("[limits]\nmax_connections = \"many\"\n").unwrap_err();
-        assert!(e.contains("max_connections"), "{e}");
-    }
-
-    #[test]
-    fn file_layer_applies() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "mesh = \"lab\"\n[sharing]\nenabled = false\n[trust]\ntrusted = [\"{PEER_A}\"]\n[trust.fixed]\n\"{PEER_A}\" = 30.0\n"
-            ),
-        )
-        .unwrap();
-        let c = Config::load_with_env(Some(&path), &no_args(), &[]).unwrap();
-        assert_eq!(c.mesh, "lab");
-        assert!(!c.sharing.enabled);
-        assert_eq!(c.trusted_peers(), vec![PEER_A.parse::<PeerId>().unwrap()]);
-        assert_eq!(
-            c.fixed_scores().values().copied().collect::<Vec<_>>(),
-            vec![30.0]
-        );
-        // Untouched keys keep their defaults.
-        assert_eq!(c.limits, LimitsConfig::default());
-    }
-
-    #[test]
-    fn missing_or_bad_file_is_an_error() {
-        let e = Config::load_with_env(Some(Path::new("/nonexistent/m.toml")), &no_args(), &[])
-            .unwrap_err();
-        assert!(matches!(e, ConfigError::Read { .. }));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.toml");
-        std::fs::write(&path, "[limits]\nmax_conections = 3\n").unwrap();
-        let e = Config::load_with_env(Some(&path), &no_args(), &[]).unwrap_err();
-        assert!(e.to_string().contains("max_conections"), "{e}");
-    }
-
-    #[test]
-    fn environment_overrides_file_and_flags_override_environment() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.toml");
-        std::fs::write(&path, "mesh = \"file\"\napi = \"127.0.0.1:1000\"\n").unwrap();
-        let bootstrap = format!("/ip4/127.0.0.1/tcp/4001/p2p/{PEER_A}");
-        let e = env(&[
-            ("METAMESH_MESH", "envmesh"),
-            ("METAMESH_API", "127.0.0.1:2000"),
-            ("METAMESH_SHARING_ENABLED", "false"),
-            ("METAMESH_SHARING_ANNOUNCE_INTERVAL_SECS", "42"),
-            ("METAMESH_LIMITS_MAX_PATTERNS_PER_RESPONSE", "64"),
-            ("METAMESH_ACCEPTANCE_MIN_QUALITY", "0.5"),
-            ("METAMESH_BOOTSTRAP", &bootstrap),
-            ("METAMESH_TRUST_DENIED", &format!("{},{}", peer(), peer())),
-            ("METAMESH_TRUST_FIXED", &format!("{PEER_A}=12.5")),
-            ("METAMESH_STORE_CACHE_MB", "8"),
-            // Not configuration keys: ignored.
-            ("METAMESH_DATA_DIR", "/tmp/x"),
-            ("METAMESH_UNRELATED", "1"),
-            ("OTHER_MESH", "zzz"),
-        ]);
-        let c = Config::load_with_env(Some(&path), &no_args(), &e).unwrap();
-        assert_eq!(c.mesh, "envmesh");
-        assert_eq!(c.api, "127.0.0.1:2000");
-        assert!(!c.sharing.enabled);
-        assert_eq!(c.sharing.announce_interval_secs, 42);
-        assert_eq!(c.limits.max_patterns_per_response, 64);
-        assert_eq!(c.acceptance.min_quality, 0.5);
-        assert_eq!(c.bootstrap, vec![bootstrap.clone()]);
-        assert_eq!(c.bootstrap_peers().len(), 1);
-        assert_eq!(c.denied_peers().len(), 2);
-        assert_eq!(c.fixed_scores().len(), 1);
-        assert_eq!(c.store.cache_mb, 8);
-        assert_eq!(c.store_cache_bytes(), 8 << 20);
-
-        let args = RunArgs {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-            bootstrap: vec![],
-            api: Some("127.0.0.1:3000".into()),
-            mesh: Some("flagmesh".into()),
-            parent: Some(bootstrap.clone()),
-            config: None,
-        };
-        let c = Config::load_with_env(Some(&path), &args, &e).unwrap();
-        assert_eq!(c.mesh, "flagmesh");
-        assert_eq!(c.api, "127.0.0.1:3000");
-        assert_eq!(c.api_addr().unwrap().port(), 3000);
-        assert_eq!(c.listen, vec!["/ip4/127.0.0.1/tcp/0".to_string()]);
-        assert_eq!(
-            c.bootstrap,
-            vec![bootstrap],
-            "no --bootstrap flag keeps the env list"
-        );
-        assert!(c.parent_peer().is_some());
-    }
-
-    #[test]
-    fn promotion_from_file_and_environment() {
-        let c = Config::from_toml_str("[promotion]\nmin_confidence = 0.8\n").unwrap();
-        assert_eq!(c.promotion.min_confidence, 0.8);
-        assert_eq!(c.promotion.min_interval_secs, 60);
-        let c = Config::load_with_env(
-            None,
-            &no_args(),
-            &env(&[
-                ("METAMESH_PROMOTION_MIN_CONFIDENCE", "0.95"),
-                ("METAMESH_PROMOTION_MIN_INTERVAL_SECS", "5"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(c.promotion.min_confidence, 0.95);
-        assert_eq!(c.promotion.min_interval_secs, 5);
-        assert!(Config::from_toml_str("[promotion]\nmin_confidense = 0.8\n").is_err());
-    }
-
-    #[test]
-    fn parent_from_environment() {
-        let parent = format!("/ip4/10.0.0.1/udp/4001/quic-v1/p2p/{PEER_A}");
-        let c =
-            Config::load_with_env(None, &no_args(), &env(&[("METAMESH_PARENT", &parent)])).unwrap();
-        assert_eq!(c.parent.as_deref(), Some(parent.as_str()));
-        let c = Config::load_with_env(None, &no_args(), &env(&[("METAMESH_MESH", "m")])).unwrap();
-        assert_eq!(c.parent, None);
-    }
-
-    #[test]
-    fn bad_environment_values_name_the_variable() {
-        for (var, val) in [
-            ("METAMESH_SHARING_ENABLED", "perhaps"),
-            ("METAMESH_LIMITS_MAX_CONNECTIONS", "lots"),
-            ("METAMESH_ACCEPTANCE_MIN_QUALITY", "high"),
-            ("METAMESH_TRUST_FIXED", "novalue"),
-        ] {
-            let e = Config::load_with_env(None, &no_args(), &env(&[(var, val)])).unwrap_err();
-            assert_eq!(e.key(), Some(var), "{e}");
-        }
-        // A value that parses but is out of range names the key.
-        let e = Config::load_with_env(
-            None,
-            &no_args(),
-            &env(&[("METAMESH_LIMITS_MAX_PATTERNS_PER_RESPONSE", "0")]),
-        )
-        .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "limits.max_patterns_per_response: must be between 1 and 1024 (got 0)"
-        );
-        // Negative into an unsigned key: a deserialisation error, not a panic.
-        assert!(Config::load_with_env(
-            None,
-            &no_args(),
-            &env(&[("METAMESH_LIMITS_MAX_CONNECTIONS", "-1")])
-        )
-        .is_err());
-    }
-
-    #[test]
-    fn bad_values_are_named() {
-        let mut c = Config::default();
-        c.limits.max_patterns_per_response = 5000;
-        assert_eq!(invalid_key(&c), "limits.max_patterns_per_response");
-
-        type Mutation = Box<dyn Fn(&mut Config)>;
-        let cases: Vec<(Mutation, &str)> = vec![
-            (Box::new(|c| c.mesh = "bad mesh!".into()), "mesh"),
-            (Box::new(|c| c.mesh = String::new()), "mesh"),
-            (Box::new(|c| c.mesh = "a".repeat(65)), "mesh"),
-            (
-                Box::new(|c| c.listen = vec!["/ip4/1.2.3.4/tcp/1".into(), "not-an-addr".into()]),
-                "listen[1]",
-            ),
-            (
-                Box::new(|c| c.bootstrap = vec!["/ip4/1.2.3.4/tcp/1".into()]),
-                "bootstrap[0]",
-            ),
-            (
-                Box::new(|c| c.bootstrap = vec!["garbage".into()]),
-                "bootstrap[0]",
-            ),
-            (Box::new(|c| c.api = "localhost".into()), "api"),
-            (
-                Box::new(|c| c.parent = Some("/ip4/1.2.3.4/tcp/1".into())),
-                "parent",
-            ),
-            (
-                Box::new(|c| c.sharing.announce_interval_secs = 0),
-                "sharing.announce_interval_secs",
-            ),
-            (
-                Box::new(|c| c.sharing.announce_debounce_ms = 10_000_000),
-                "sharing.announce_debounce_ms",
-            ),
-            (
-                Box::new(|c| c.sharing.insight_min_interval_secs = 0),
-                "sharing.insight_min_interval_secs",
-            ),
-            (
-                Box::new(|c| c.promotion.min_confidence = 0.2),
-                "promotion.min_confidence",
-            ),
-            (
-                Box::new(|c| c.promotion.min_confidence = f64::NAN),
-                "promotion.min_confidence",
-            ),
-            (
-                Box::new(|c| c.promotion.min_interval_secs = 0),
-                "promotion.min_interval_secs",
-            ),
-            (
-                Box::new(|c| c.limits.max_response_bytes = 10),
-                "limits.max_response_bytes",
-            ),
-            (
-                Box::new(|c| c.limits.bytes_per_sec_per_peer = 1),
-                "limits.bytes_per_sec_per_peer",
-            ),
-            (
-                Box::new(|c| c.limits.records_per_sec_per_peer = 0),
-                "limits.records_per_sec_per_peer",
-            ),
-            (
-                Box::new(|c| c.limits.record_burst_per_peer = 10),
-                "limits.record_burst_per_peer",
-            ),
-            (
-                Box::new(|c| c.limits.records_per_origin_per_hour = 0),
-                "limits.records_per_origin_per_hour",
-            ),
-            (
-                Box::new(|c| c.limits.max_connections = 0),
-                "limits.max_connections",
-            ),
-            (
-                Box::new(|c| c.limits.max_connections_per_peer = 100),
-                "limits.max_connections_per_peer",
-            ),
-            (
-                Box::new(|c| c.limits.request_timeout_secs = 0),
-                "limits.request_timeout_secs",
-            ),
-            (
-                Box::new(|c| c.acceptance.min_quality = 1.5),
-                "acceptance.min_quality",
-            ),
-            (
-                Box::new(|c| c.acceptance.min_quality = f64::NAN),
-                "acceptance.min_quality",
-            ),
-            (
-                Box::new(|c| c.acceptance.min_reputation_patterns = f64::INFINITY),
-                "acceptance.min_reputation_patterns",
-            ),
-            (
-                Box::new(|c| c.acceptance.min_reputation_insights = -1e9),
-                "acceptance.min_reputation_insights",
-            ),
-            (
-                Box::new(|c| c.trust.trusted = vec![peer(), "QmNotAPeer".into()]),
-                "trust.trusted[1]",
-            ),
-            (
-                Box::new(|c| c.trust.denied = vec!["nope".into()]),
-                "trust.denied[0]",
-            ),
-            (
-                Box::new(|c| {
-                    c.trust.trusted = vec![PEER_A.into()];
-                    c.trust.denied = vec![PEER_A.into()];
-                }),
-                "trust.denied",
-            ),
-            (
-                Box::new(|c| {
-                    c.trust.fixed.insert("bad".into(), 1.0);
-                }),
-                "trust.fixed.bad",
-            ),
-            (
-                Box::new(|c| {
-                    c.trust.fixed.insert(PEER_A.into(), f64::NAN);
-                }),
-                "trust.fixed.12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
-            ),
-            (Box::new(|c| c.store.cache_mb = 0), "store.cache_mb"),
-        ];
-        for (mutate, key) in cases {
-            let mut c = Config::default();
-            mutate(&mut c);
-            assert_eq!(invalid_key(&c), key);
-        }
-    }
-
-    #[test]
-    fn valid_non_default_values_pass() {
-        let mut c = Config {
-            mesh: "Lab-1.test_x".into(),
-            listen: vec![
-                "/ip6/::1/tcp/4001".into(),
-                "/ip4/0.0.0.0/udp/0/quic-v1".into(),
-            ],
-            bootstrap: vec![format!("/dns4/example.org/tcp/4001/p2p/{PEER_A}")],
-            api: "[::1]:8080".into(),
-            ..Config::default()
-        };
-        c.acceptance.min_quality = 1.0;
-        c.trust.trusted = vec![peer()];
-        c.validate().unwrap();
-        assert_eq!(c.listen_addrs().len(), 2);
-        assert_eq!(c.bootstrap_peers()[0].0.to_string(), PEER_A);
-    }
-}
+mod tests;

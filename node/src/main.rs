@@ -1,9 +1,10 @@
 //! The `metamesh` binary: a thin clap front over `metamesh_node`.
+//! Exit codes: see [`metamesh_node::cli::exit`].
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use metamesh_node::cli::{Cli, Command};
+use metamesh_node::cli::{client, exit, extras, offline, run, swarm, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -14,24 +15,27 @@ fn main() -> ExitCode {
         _ => "info",
     };
     metamesh_node::logging::init(cli.log_json, default_filter);
+    let g = &cli.global;
     let result = match cli.command {
-        Command::Init(a) => metamesh_node::cli::offline::init(&cli.global, a),
-        Command::Id(a) => metamesh_node::cli::offline::id(&cli.global, a),
-        Command::Import(a) => metamesh_node::cli::offline::import(&cli.global, a),
-        Command::Export(a) => metamesh_node::cli::offline::export(&cli.global, a),
-        Command::Insights(a) => metamesh_node::cli::client::insights(&cli.global, a),
-        Command::Record(a) => metamesh_node::cli::client::record(&cli.global, a),
-        Command::Recommend(a) => metamesh_node::cli::client::recommend(&cli.global, a),
-        Command::Peers(a) => metamesh_node::cli::client::peers(&cli.global, a),
-        Command::Stats(a) => metamesh_node::cli::client::stats(&cli.global, a),
-        Command::Run(a) => metamesh_node::cli::run::run(&cli.global, a),
-        Command::Swarm(a) => metamesh_node::cli::swarm::swarm(&cli.global, a),
+        Command::Init(a) => offline::init(g, a),
+        Command::Id(a) => offline::id(g, a),
+        Command::Import(a) => offline::import(g, a),
+        Command::Export(a) => offline::export(g, a),
+        Command::Insights(a) => client::insights(g, a),
+        Command::Record(a) => client::record(g, a),
+        Command::Recommend(a) => client::recommend(g, a),
+        Command::Peers(a) => client::peers(g, a),
+        Command::Stats(a) => client::stats(g, a),
+        Command::Run(a) => run::run(g, a),
+        Command::Swarm(a) => swarm::swarm(g, a),
+        Command::Version(a) => extras::version(a),
+        Command::Completions(a) => extras::completions(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", exit::render(&e));
+            ExitCode::from(exit::code_of(&e))
         }
     }
 }

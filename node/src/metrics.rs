@@ -18,6 +18,13 @@
 //! | `metamesh_recommendations_total` | counter | `followed` (`true`/`false`) |
 //! | `metamesh_outcome_quality_sum_total` | counter (f64) | `advice` (`followed`/`explored`) |
 //! | `metamesh_outcome_quality_count_total` | counter | `advice` |
+//! | `metamesh_patterns_stored` | gauge | |
+//! | `metamesh_best_depth_confidence` | gauge (f64) | `depth` |
+//!
+//! The two gauges are set when `/metrics` is scraped (from
+//! `NodeApi::gauges`): patterns in the store, and for every depth the
+//! collective posterior probability that it is the best one (the best depth
+//! is the one with the highest value).
 //!
 //! Adoption rate = `recommendations_total{followed="true"}` / all;
 //! effectiveness = mean outcome quality when advice was followed vs explored.
@@ -66,6 +73,8 @@ struct Inner {
     recommendations: Family<Labels, Counter>,
     outcome_quality_sum: Family<Labels, Counter<f64, AtomicU64>>,
     outcome_quality_count: Family<Labels, Counter>,
+    patterns_stored: Gauge,
+    best_depth_confidence: Family<Labels, Gauge<f64, AtomicU64>>,
     /// Mirrors of the labelled values (prometheus-client 0.23 families cannot
     /// be iterated), bounded by [`MAX_LABEL_VALUES`].
     rejected_by_reason: Mutex<BTreeMap<String, u64>>,
@@ -73,7 +82,7 @@ struct Inner {
 }
 
 /// The same numbers as plain data, for `GET /v1/stats`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricsSnapshot {
     pub patterns_recorded: u64,
     pub patterns_shared: u64,
@@ -168,6 +177,8 @@ impl Metrics {
         let recommendations = Family::<Labels, Counter>::default();
         let outcome_quality_sum = Family::<Labels, Counter<f64, AtomicU64>>::default();
         let outcome_quality_count = Family::<Labels, Counter>::default();
+        let patterns_stored = Gauge::default();
+        let best_depth_confidence = Family::<Labels, Gauge<f64, AtomicU64>>::default();
 
         registry.register(
             "metamesh_patterns_recorded",
@@ -245,6 +256,16 @@ impl Metrics {
             "Number of outcomes, by advice followed or explored",
             outcome_quality_count.clone(),
         );
+        registry.register(
+            "metamesh_patterns_stored",
+            "Patterns in the store (own and received)",
+            patterns_stored.clone(),
+        );
+        registry.register(
+            "metamesh_best_depth_confidence",
+            "Collective posterior probability that each depth is the best",
+            best_depth_confidence.clone(),
+        );
 
         let m = Metrics {
             inner: Arc::new(Inner {
@@ -265,6 +286,8 @@ impl Metrics {
                 recommendations,
                 outcome_quality_sum,
                 outcome_quality_count,
+                patterns_stored,
+                best_depth_confidence,
                 rejected_by_reason: Mutex::new(BTreeMap::new()),
                 reputation_classes: Mutex::new(BTreeMap::new()),
             }),
@@ -393,6 +416,26 @@ impl Metrics {
             .get_or_create(&l)
             .inc_by(quality);
         self.inner.outcome_quality_count.get_or_create(&l).inc();
+    }
+
+    /// `metamesh_patterns_stored`.
+    pub fn set_patterns_stored(&self, n: u64) {
+        self.inner
+            .patterns_stored
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// `metamesh_best_depth_confidence{depth}`: P(best) per depth (the
+    /// label set is bounded: depths only). Non-finite values are skipped.
+    pub fn set_prob_best(&self, prob_best: &[(metamesh_protocol::Depth, f64)]) {
+        for (depth, p) in prob_best {
+            if p.is_finite() {
+                self.inner
+                    .best_depth_confidence
+                    .get_or_create(&label("depth", depth.as_str()))
+                    .set(*p);
+            }
+        }
     }
 
     /// Prometheus text exposition format (version 0.0.4).
@@ -556,6 +599,28 @@ mod tests {
         assert_eq!(s.patterns_rejected, 201);
         assert!(s.rejected_by_reason[OTHER] > 0);
         assert!(!m.encode().contains("\\\""));
+    }
+
+    #[test]
+    fn gauges_for_stored_patterns_and_belief() {
+        use metamesh_protocol::Depth;
+        let m = Metrics::new();
+        m.set_patterns_stored(10_000);
+        m.set_prob_best(&[
+            (Depth::Deep, 0.75),
+            (Depth::Light, 0.25),
+            (Depth::Minimal, f64::NAN),
+        ]);
+        m.set_prob_best(&[(Depth::Deep, 0.8)]);
+        let text = m.encode();
+        for needle in [
+            "metamesh_patterns_stored 10000",
+            "metamesh_best_depth_confidence{depth=\"deep\"} 0.8",
+            "metamesh_best_depth_confidence{depth=\"light\"} 0.25",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(!text.contains("depth=\"minimal\""), "{text}");
     }
 
     #[test]

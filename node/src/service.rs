@@ -45,8 +45,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::api::{
-    ApiError, NodeApi, NodeInfo, PatternView, PeerView, Recommendation, ReputationView, Scope,
-    StatsView, SubmittedPattern,
+    ApiError, Gauges, ImportOutcome, NodeApi, NodeInfo, PageCursor, PatternPage, PatternView,
+    PeerView, Recommendation, ReputationView, Scope, StatsView, SubmittedPattern,
 };
 use crate::config::Config;
 use crate::datadir::DataDir;
@@ -377,7 +377,8 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             .map_err(|e| NodeError::Config(e.to_string()))?;
         let server = crate::api::ApiServer::bind(addr)
             .await
-            .map_err(|e| NodeError::Api(e.to_string()))?;
+            .map_err(|e| NodeError::Api(e.to_string()))?
+            .with_allowed_hosts(cfg.api_allowed_hosts.iter().cloned());
         let bound = server.local_addr();
         *lock(&node.inner.api_addr) = Some(bound);
         api_addr = Some(bound);
@@ -387,6 +388,22 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             let shutdown = async move { stopped(&mut stop).await };
             if let Err(e) = server.run(api_node, shutdown).await {
                 tracing::error!(error = %e, "HTTP API stopped");
+            }
+        }));
+    }
+    if let Some(addr) = cfg
+        .metrics_addr()
+        .map_err(|e| NodeError::Config(e.to_string()))?
+    {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| NodeError::Api(format!("binding the metrics listener to {addr}: {e}")))?;
+        let metrics_node = node.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move { stopped(&mut stop).await };
+            if let Err(e) = crate::api::serve_metrics(metrics_node, listener, shutdown).await {
+                tracing::error!(error = %e, "metrics listener stopped");
             }
         }));
     }
@@ -453,6 +470,17 @@ impl Node {
 
     fn emit(&self, ev: NodeEvent) {
         let _ = self.inner.events.send(ev);
+    }
+
+    /// The `PatternAccepted` event of a stored record.
+    fn emit_accepted(&self, body: &metamesh_protocol::PatternBody, hash: String, local: bool) {
+        self.emit(NodeEvent::PatternAccepted {
+            origin: body.origin.to_string(),
+            seq: body.seq,
+            hash,
+            depth: body.pattern.depth_used,
+            local,
+        });
     }
 
     fn trigger_announce(&self) {
@@ -1164,13 +1192,7 @@ impl Node {
                     } else {
                         self.charge(body.origin, ReputationEvent::ValidPattern, 1);
                     }
-                    self.emit(NodeEvent::PatternAccepted {
-                        origin: body.origin.to_string(),
-                        seq: body.seq,
-                        hash: rec.content_hash().to_hex(),
-                        depth: body.pattern.depth_used,
-                        local: false,
-                    });
+                    self.emit_accepted(&body, rec.content_hash().to_hex(), false);
                 }
                 InsertOutcome::Duplicate => report.duplicates += 1,
                 InsertOutcome::Equivocation { .. } => {
@@ -1682,13 +1704,7 @@ impl NodeApi for Node {
             if let AppendOutcome::Appended(rec, body) = o {
                 let hash = rec.content_hash().to_hex();
                 self.inner.metrics.pattern_recorded();
-                self.emit(NodeEvent::PatternAccepted {
-                    origin: body.origin.to_string(),
-                    seq: body.seq,
-                    hash: hash.clone(),
-                    depth: body.pattern.depth_used,
-                    local: true,
-                });
+                self.emit_accepted(&body, hash.clone(), true);
                 out.push(SubmittedPattern {
                     origin: body.origin.to_string(),
                     seq: body.seq,
@@ -1895,6 +1911,111 @@ impl NodeApi for Node {
 
     fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    async fn query_patterns_page(
+        &self,
+        filters: RequestFilters,
+        cursor: Option<PageCursor>,
+        limit: usize,
+    ) -> Result<PatternPage, ApiError> {
+        filters
+            .validate()
+            .map_err(|e| ApiError::bad_request(e.to_string(), "filters"))?;
+        let cursor = match cursor {
+            None => None,
+            Some(c) => Some(metamesh_protocol::wire::Cursor {
+                origin: c
+                    .origin
+                    .parse::<PeerId>()
+                    .map_err(|_| ApiError::bad_request("cursor names no valid origin", "cursor"))?,
+                seq: c.seq,
+            }),
+        };
+        let node = self.clone();
+        let (found, next) =
+            tokio::task::spawn_blocking(move || node.inner.store.query(&filters, cursor, limit))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map_err(|e| match e {
+                    // A cursor naming no stored record (min_timestamp order).
+                    StoreError::Unsupported(m) => ApiError::bad_request(m, "cursor"),
+                    e => ApiError::internal(e.to_string()),
+                })?;
+        Ok(PatternPage {
+            patterns: found
+                .into_iter()
+                .map(|(rec, body)| PatternView {
+                    origin: body.origin.to_string(),
+                    seq: body.seq,
+                    hash: rec.content_hash().to_hex(),
+                    pattern: body.pattern,
+                })
+                .collect(),
+            next_cursor: next.map(|c| {
+                PageCursor {
+                    origin: c.origin.to_string(),
+                    seq: c.seq,
+                }
+                .to_string()
+            }),
+        })
+    }
+
+    async fn import_patterns(
+        &self,
+        batch: Vec<(Pattern, [u8; 32])>,
+    ) -> Result<ImportOutcome, ApiError> {
+        if batch.is_empty() {
+            return Ok(ImportOutcome::default());
+        }
+        self.wait_own_seq_safe().await;
+        let node = self.clone();
+        let outcomes =
+            tokio::task::spawn_blocking(move || -> Result<Vec<AppendOutcome>, StoreError> {
+                let store = &node.inner.store;
+                let out = store.append_local_batch(
+                    &node.inner.key,
+                    batch.into_iter().map(|(p, k)| (p, Some(k))).collect(),
+                )?;
+                store.flush()?;
+                Ok(out)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("importing patterns: {e}")))?
+            .map_err(|e| ApiError::internal(format!("importing patterns: {e}")))?;
+        let mut done = ImportOutcome::default();
+        for o in outcomes {
+            match o {
+                AppendOutcome::Appended(rec, body) => {
+                    done.accepted += 1;
+                    self.inner.metrics.pattern_recorded();
+                    self.emit_accepted(&body, rec.content_hash().to_hex(), true);
+                }
+                AppendOutcome::DuplicateImport => done.duplicates += 1,
+            }
+        }
+        if done.accepted > 0 {
+            if self.sharing() {
+                self.trigger_announce();
+            }
+            self.check_collective_change();
+        }
+        Ok(done)
+    }
+
+    async fn gauges(&self) -> Result<Gauges, ApiError> {
+        let node = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let agg = node.collective();
+            let p = agg.prob_best(&Prior::default());
+            Gauges {
+                patterns_stored: node.inner.store.pattern_count(),
+                prob_best: Depth::ALL.iter().copied().zip(p).collect(),
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))
     }
 }
 

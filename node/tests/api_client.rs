@@ -162,14 +162,14 @@ fn a_locked_store_with_a_silent_api_is_a_clear_error() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("held by a running node") && err.contains("does not answer"),
+        err.contains("locked by a running node") && err.contains("does not answer"),
         "{err}"
     );
     std::fs::remove_file(dir.join("api.addr")).unwrap();
     let o = metamesh(dir, &["insights"]);
     assert!(!o.status.success());
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("held by another process"),
+        String::from_utf8_lossy(&o.stderr).contains("locked by another process"),
         "{o:?}"
     );
     let o = metamesh(tempfile::tempdir().unwrap().path(), &["stats"]);

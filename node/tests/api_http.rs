@@ -2,247 +2,17 @@
 //! HTTP API routes against a fake in-memory `NodeApi`: every route, status
 //! codes, error shapes, size limits, SSE delivery and shutdown.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+mod api_fake;
+
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use api_fake::*;
 use metamesh_node::api::*;
 use metamesh_node::events::NodeEvent;
-use metamesh_node::metrics::Metrics;
-use metamesh_protocol::insights::InsightSet;
-use metamesh_protocol::wire::RequestFilters;
-use metamesh_protocol::{Depth, InsightsDocument, Pattern};
+use metamesh_protocol::Depth;
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, oneshot};
-
-const PEER: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
-const DEADLINE: Duration = Duration::from_secs(60);
-
-#[derive(Clone)]
-struct FakeNode {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    stored: Mutex<Vec<Pattern>>,
-    last_query: Mutex<Option<(RequestFilters, usize)>>,
-    events: broadcast::Sender<NodeEvent>,
-    metrics: Metrics,
-    fail_submit: AtomicBool,
-    slow_calls: std::sync::atomic::AtomicUsize,
-}
-
-impl FakeNode {
-    fn new(event_capacity: usize) -> Self {
-        FakeNode {
-            inner: Arc::new(Inner {
-                stored: Mutex::new(Vec::new()),
-                last_query: Mutex::new(None),
-                events: broadcast::channel(event_capacity).0,
-                metrics: Metrics::new(),
-                fail_submit: AtomicBool::new(false),
-                slow_calls: Default::default(),
-            }),
-        }
-    }
-    fn stored(&self) -> Vec<Pattern> {
-        self.inner.stored.lock().unwrap().clone()
-    }
-}
-
-fn insights_doc(node_id: &str) -> InsightsDocument {
-    InsightsDocument::new(node_id, "test", 0, InsightSet::default(), 1.0)
-}
-
-impl NodeApi for FakeNode {
-    async fn submit_patterns(
-        &self,
-        patterns: Vec<Pattern>,
-    ) -> Result<Vec<SubmittedPattern>, ApiError> {
-        if self.inner.fail_submit.load(Ordering::SeqCst) {
-            return Err(ApiError::unavailable("store is closing"));
-        }
-        let mut stored = self.inner.stored.lock().unwrap();
-        let mut out = Vec::new();
-        for p in patterns {
-            stored.push(p.clone());
-            out.push(SubmittedPattern {
-                origin: PEER.into(),
-                seq: stored.len() as u64,
-                hash: format!("{:064x}", stored.len()),
-                pattern_id: p.pattern_id,
-            });
-        }
-        Ok(out)
-    }
-    async fn query_patterns(
-        &self,
-        filters: RequestFilters,
-        limit: usize,
-    ) -> Result<Vec<PatternView>, ApiError> {
-        *self.inner.last_query.lock().unwrap() = Some((filters, limit));
-        let stored = self.inner.stored.lock().unwrap();
-        Ok(stored
-            .iter()
-            .enumerate()
-            .map(|(i, p)| PatternView {
-                origin: PEER.into(),
-                seq: i as u64 + 1,
-                hash: "00".into(),
-                pattern: p.clone(),
-            })
-            .collect())
-    }
-    async fn insights(&self, scope: Scope) -> Result<InsightsDocument, ApiError> {
-        Ok(insights_doc(match scope {
-            Scope::Local => "local",
-            Scope::Collective => "collective",
-        }))
-    }
-    async fn recommend(&self, atp: f64, strategy: String) -> Result<Recommendation, ApiError> {
-        if strategy == "slow" {
-            self.inner.slow_calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_secs(600)).await;
-        }
-        if strategy == "unknown" {
-            return Err(ApiError::bad_request("unknown strategy", "strategy"));
-        }
-        Ok(Recommendation {
-            depth: Depth::Standard,
-            strategy,
-            confidence: 0.75,
-            atp,
-            reason: "fake".into(),
-        })
-    }
-    async fn peers(&self) -> Result<Vec<PeerView>, ApiError> {
-        Ok(vec![PeerView {
-            peer_id: PEER.into(),
-            addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
-            connected: true,
-            reputation: 12.0,
-            class: "neutral".into(),
-        }])
-    }
-    async fn reputation(&self) -> Result<Vec<ReputationView>, ApiError> {
-        Ok(vec![ReputationView {
-            peer_id: PEER.into(),
-            score: 12.0,
-            class: "neutral".into(),
-            weight: 1.0,
-            counters: BTreeMap::from([("valid_patterns".to_string(), 3)]),
-        }])
-    }
-    async fn stats(&self) -> Result<StatsView, ApiError> {
-        Ok(StatsView {
-            peer_id: PEER.into(),
-            pattern_count: self.inner.stored.lock().unwrap().len() as u64,
-            metrics: self.inner.metrics.snapshot(),
-            ..StatsView::default()
-        })
-    }
-    async fn node_info(&self) -> Result<NodeInfo, ApiError> {
-        Ok(NodeInfo {
-            peer_id: PEER.into(),
-            listen_addrs: vec![],
-            mesh: "default".into(),
-            api_addr: None,
-            version: "test".into(),
-        })
-    }
-    fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
-        self.inner.events.subscribe()
-    }
-    fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
-}
-
-struct TestServer {
-    base: String,
-    node: FakeNode,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<Result<(), ServeError>>,
-    client: reqwest::Client,
-}
-
-impl TestServer {
-    async fn start(node: FakeNode) -> TestServer {
-        Self::start_with(node, ApiLimits::default()).await
-    }
-    async fn start_with(node: FakeNode, limits: ApiLimits) -> TestServer {
-        let server = ApiServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .unwrap()
-            .with_limits(limits);
-        let addr = server.local_addr();
-        assert_ne!(addr.port(), 0, "port 0 resolves to the bound port");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let done = tokio::spawn(server.run(node.clone(), async move {
-            let _ = stopped.await;
-        }));
-        TestServer {
-            base: format!("http://{addr}"),
-            node,
-            stop: Some(stop),
-            done,
-            client: reqwest::Client::builder()
-                .timeout(DEADLINE)
-                .build()
-                .unwrap(),
-        }
-    }
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.client.get(self.url(path)).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap())
-    }
-    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-        let r = self
-            .client
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap())
-    }
-    async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(DEADLINE, self.done)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
-}
-
-fn pattern_json(quality: f64) -> Value {
-    json!({
-        "depth_used": "standard",
-        "quality_achieved": quality,
-        "success": true,
-        "atp_before": 100.0,
-        "atp_after": 80.0,
-    })
-}
-
-fn assert_error(body: &Value, field: Option<&str>) {
-    assert!(
-        body["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "{body}"
-    );
-    assert_eq!(body["field"].as_str(), field, "{body}");
-}
+use tokio::sync::oneshot;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_patterns_single_and_array() {
@@ -415,7 +185,12 @@ async fn get_patterns_filters_and_bad_params() {
         ("max_count=1001", "max_count"),
         ("max_count=-3", "max_count"),
         ("max_count=1&max_count=2", "max_count"),
-        ("limit=5", "limit"),
+        ("limit=0", "limit"),
+        ("limit=5&max_count=5", "limit"),
+        ("limt=5", "limt"),
+        ("cursor=nocolon", "cursor"),
+        ("cursor=a:b", "cursor"),
+        ("paged=maybe", "paged"),
     ] {
         let (status, body) = s.get(&format!("/v1/patterns?{query}")).await;
         assert_eq!(status, 400, "{query}: {body}");
@@ -519,35 +294,20 @@ async fn metrics_and_unknown_routes() {
     let (status, body) = s.get("/v1/nothing-here").await;
     assert_eq!(status, 404);
     assert_error(&body, None);
-    let (status, body) = s.get("/").await;
-    assert_eq!(status, 404);
-    assert_error(&body, None);
+    // Every route is named in the 404 answer.
+    for (_, path) in ROUTES {
+        assert!(
+            body["error"].as_str().unwrap().contains(path),
+            "{path}: {body}"
+        );
+    }
+    assert!(body["error"].as_str().unwrap().contains("/v1/knowledge"));
 
     let r = s.client.delete(s.url("/v1/patterns")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 405);
     let body: Value = r.json().await.unwrap();
     assert_error(&body, None);
     s.shutdown().await;
-}
-
-/// Read SSE chunks until `want` appears in the accumulated text.
-async fn read_until(resp: &mut reqwest::Response, acc: &mut String, want: &str) {
-    let start = Instant::now();
-    while !acc.contains(want) {
-        assert!(start.elapsed() < DEADLINE, "no {want:?} in {acc:?}");
-        match tokio::time::timeout(DEADLINE, resp.chunk()).await {
-            Ok(Ok(Some(bytes))) => acc.push_str(&String::from_utf8_lossy(&bytes)),
-            other => panic!("stream ended or failed before {want:?}: {other:?}; got {acc:?}"),
-        }
-    }
-}
-
-async fn wait_for_subscriber(node: &FakeNode, n: usize) {
-    let start = Instant::now();
-    while node.inner.events.receiver_count() < n {
-        assert!(start.elapsed() < DEADLINE, "no SSE subscriber");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -682,6 +442,7 @@ async fn slow_handlers_time_out_and_concurrency_is_bounded() {
         // Long enough for the probe below to land while the slow call hangs.
         request_timeout: Duration::from_secs(5),
         max_event_streams: 1,
+        ..ApiLimits::default()
     };
     let s = TestServer::start_with(FakeNode::new(4), limits).await;
 

@@ -247,3 +247,169 @@ fn real_node_api_end_to_end() {
     assert_eq!(stats["pattern_count"], posted);
     assert_eq!(stats["uptime_secs"], 0.0, "answered from the store");
 }
+
+/// Start `metamesh run` on `dir` (initialised); its API base URL.
+fn start_node(dir: &Path, extra: &[&str]) -> (Node, String) {
+    let child = bin()
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "run",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let node = Node { child };
+    let api_file = dir.join("api.addr");
+    wait_for("api.addr", || api_file.exists());
+    let base = format!(
+        "http://{}",
+        std::fs::read_to_string(&api_file).unwrap().trim()
+    );
+    (node, base)
+}
+
+fn stop_node(mut node: Node) {
+    let pid = node.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let start = Instant::now();
+    while node.child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < DEADLINE, "node did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 11: 10 000 patterns imported through the API while the node runs;
+/// the cursor returns each exactly once; the streamed export equals the
+/// offline export of the same store and of an offline import of the file.
+#[test]
+fn ten_thousand_patterns_import_page_and_export_like_offline() {
+    const N: usize = 10_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    cli(&a, &["init"]);
+    cli(&b, &["init"]);
+    let mut file = String::new();
+    for i in 0..N {
+        let depth = ["minimal", "light", "standard", "deep", "thorough"][i % 5];
+        file.push_str(
+            &json!({"pattern_id": format!("big-{i}"), "node_id": "legacy-node",
+                    "timestamp": 1.7e9 + i as f64, "platform": "legacy", "mode": "general",
+                    "depth_used": depth, "quality_achieved": (i % 100) as f64 / 100.0,
+                    "success": i % 3 != 0, "atp_before": 200.0, "atp_after": 150.0})
+            .to_string(),
+        );
+        file.push('\n');
+    }
+    let big = tmp.path().join("big.jsonl");
+    std::fs::write(&big, &file).unwrap();
+
+    let (node, base) = start_node(&a, &[]);
+    let http = reqwest::blocking::Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{base}/v1/import"))
+        .header("content-type", "application/x-ndjson")
+        .body(file.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let report: Value = r.json().unwrap();
+    assert_eq!(report["accepted"], N as u64, "{report}");
+    assert_eq!(report["lines"], N as u64);
+
+    // Cursor paging (an odd page size, array shape with the header).
+    let mut seen = std::collections::HashSet::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/v1/patterns?max_count=997");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let r = http.get(url).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let next = r
+            .headers()
+            .get("x-next-cursor")
+            .map(|v| v.to_str().unwrap().to_string());
+        let page: Value = r.json().unwrap();
+        for p in page.as_array().unwrap() {
+            let id = p["pattern"]["pattern_id"].as_str().unwrap().to_string();
+            assert!(seen.insert(id.clone()), "{id} returned twice");
+        }
+        pages += 1;
+        assert!(pages < 100, "paging does not end");
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), N, "every pattern exactly once");
+
+    // The gauge and the streamed export.
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("metamesh_patterns_stored {N}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("metamesh_best_depth_confidence{depth=\"deep\"}"),
+        "{metrics}"
+    );
+    let online = http
+        .get(format!("{base}/v1/export"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(online.lines().count(), N);
+    stop_node(node);
+
+    let out_a = tmp.path().join("a.jsonl");
+    cli(&a, &["export", "--patterns", out_a.to_str().unwrap()]);
+    assert_eq!(
+        online,
+        std::fs::read_to_string(&out_a).unwrap(),
+        "online export = offline export"
+    );
+    cli(&b, &["import", big.to_str().unwrap()]);
+    let out_b = tmp.path().join("b.jsonl");
+    cli(&b, &["export", "--patterns", out_b.to_str().unwrap()]);
+    assert_eq!(
+        online,
+        std::fs::read_to_string(&out_b).unwrap(),
+        "online import = offline import"
+    );
+
+    // A second online import of the same file adds nothing.
+    let (node, base) = start_node(&a, &[]);
+    let report: Value = http
+        .post(format!("{base}/v1/import"))
+        .header("content-type", "application/x-ndjson")
+        .body(file)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(report["accepted"], 0, "{report}");
+    assert_eq!(report["duplicates"], N as u64);
+    stop_node(node);
+}

@@ -7,6 +7,7 @@
 
 pub mod interop;
 mod keys;
+pub mod recovery;
 pub mod store;
 
 pub use metamesh_protocol::wire::Cursor;

@@ -436,20 +436,35 @@ impl Store {
     /// Open (or create) the store at `path`.
     pub fn open(path: &Path, cfg: &StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(path)?;
-        let db = sled::Config::new()
+        crate::recovery::before_open(path)?; // partial snapshots aside (issue 12 #1)
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(cfg.cache_capacity_bytes)
-            .flush_every_ms(cfg.flush_every_ms)
-            .open()
-            .map_err(|e| {
-                if is_lock_error(&e) {
-                    StoreError::Locked {
-                        path: path.to_path_buf(),
-                    }
-                } else {
-                    StoreError::Sled(e)
-                }
+            .flush_every_ms(cfg.flush_every_ms);
+        // sled 0.34 can panic (rather than err) while replaying a truncated
+        // or damaged log; that is bad input, not a bug of ours: say so.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .map_err(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                StoreError::Corrupt(format!(
+                    "the store's log {} is damaged or truncated (sled failed reading it: {why}); \
+                     restore it from a backup, or move the store aside",
+                    path.join("db").display()
+                ))
             })?;
+        let db = opened.map_err(|e| {
+            if is_lock_error(&e) {
+                StoreError::Locked {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                StoreError::Sled(e)
+            }
+        })?;
         let mut tx = Vec::with_capacity(TX_TREES.len());
         for name in TX_TREES {
             tx.push(db.open_tree(name)?);
@@ -466,6 +481,7 @@ impl Store {
             }),
         };
         store.check_schema()?;
+        crate::recovery::after_open(&store)?; // refuse a truncated log (issue 12 #3)
         Ok(store)
     }
 
@@ -524,8 +540,7 @@ impl Store {
 
     /// The durability point: every write made before this returns survives a crash.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.inner.db.flush()?;
-        Ok(())
+        crate::recovery::flush_with_mark(self, || self.inner.db.flush())
     }
 
     /// Bytes sled occupies on disk.

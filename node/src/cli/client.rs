@@ -12,17 +12,20 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use libp2p::identity::Keypair;
 use libp2p::PeerId;
-use metamesh_protocol::reputation::{self, ReputationPolicy, ReputationState, Trust};
+use metamesh_protocol::reputation;
 use metamesh_protocol::schema::DEFAULT_MODE;
 use metamesh_protocol::{Depth, InsightsDocument, Pattern};
 use metamesh_storage::{Store, StoreConfig, StoreError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::exit::{coded, NODE_UNREACHABLE, USAGE};
+use super::trust;
 use super::*;
 use crate::api::{
     ApiError, KnowledgeTransfer, NodeInfo, PeerView, Recommendation, StatsView, SubmittedPattern,
 };
+use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::learning;
 
@@ -36,21 +39,23 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 pub const RECORD_PLATFORM: &str = "metamesh-cli";
 
 /// Where a client command gets its answer.
-enum Target {
+pub(crate) enum Target {
     Api(ApiClient),
     Store(Offline),
 }
 
 /// A running node's API.
 pub struct ApiClient {
-    base: String,
-    http: reqwest::blocking::Client,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::blocking::Client,
 }
 
-/// The store opened directly (no node running).
-struct Offline {
-    store: Store,
-    dd: DataDir,
+/// The store opened directly (no node running), with the configuration
+/// the node would run with (its trust settings weigh the origins).
+pub(crate) struct Offline {
+    pub store: Store,
+    pub dd: DataDir,
+    pub cfg: Config,
 }
 
 impl ApiClient {
@@ -66,20 +71,11 @@ impl ApiClient {
         })
     }
 
-    fn decode<T: DeserializeOwned>(resp: reqwest::blocking::Response) -> Result<T> {
+    pub(crate) fn decode<T: DeserializeOwned>(resp: reqwest::blocking::Response) -> Result<T> {
         let status = resp.status();
-        let bytes = resp.bytes().context("reading the node's answer")?;
-        if bytes.len() > MAX_RESPONSE_BYTES {
-            bail!("the node's answer is larger than {MAX_RESPONSE_BYTES} bytes");
-        }
+        let bytes = read_bounded(resp)?;
         if !status.is_success() {
-            return Err(match serde_json::from_slice::<ApiError>(&bytes) {
-                Ok(e) => match e.field {
-                    Some(f) => anyhow!("the node refused: {} (field {f})", e.error),
-                    None => anyhow!("the node refused: {}", e.error),
-                },
-                Err(_) => anyhow!("the node answered HTTP {status}"),
-            });
+            return Err(refusal(status, &bytes));
         }
         serde_json::from_slice(&bytes).context("decoding the node's answer")
     }
@@ -105,10 +101,37 @@ impl ApiClient {
     }
 }
 
+/// A response body, at most [`MAX_RESPONSE_BYTES`].
+pub(crate) fn read_bounded(resp: reqwest::blocking::Response) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    resp.take(MAX_RESPONSE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .context("reading the node's answer")?;
+    if bytes.len() > MAX_RESPONSE_BYTES {
+        bail!("the node's answer is larger than {MAX_RESPONSE_BYTES} bytes");
+    }
+    Ok(bytes)
+}
+
+/// The error for a non-success answer (the API's `{error, field}` if any).
+pub(crate) fn refusal(status: reqwest::StatusCode, bytes: &[u8]) -> anyhow::Error {
+    match serde_json::from_slice::<ApiError>(bytes) {
+        Ok(e) => match e.field {
+            Some(f) => anyhow!("the node refused: {} (field {f})", e.error),
+            None => anyhow!("the node refused: {}", e.error),
+        },
+        Err(_) => anyhow!("the node answered HTTP {status}"),
+    }
+}
+
 /// Find a running node for this data dir, else open the store.
-fn connect(g: &GlobalArgs) -> Result<Target> {
+pub(crate) fn connect(g: &GlobalArgs) -> Result<Target> {
     let dd = DataDir::resolve(g.data_dir.clone());
     let key = dd.load_identity()?;
+    // Read (and check) the configuration first: its environment warnings
+    // and errors apply whether or not a node runs.
+    let cfg = Config::for_command(g, &dd, None)?;
     let me = key.public().to_peer_id();
     let mut unreachable: Option<(String, String)> = None;
     if let Some(addr) = dd.read_api_addr() {
@@ -118,21 +141,27 @@ fn connect(g: &GlobalArgs) -> Result<Target> {
         }
     }
     match Store::open(&dd.store_path(), &StoreConfig::default()) {
-        Ok(store) => Ok(Target::Store(Offline { store, dd })),
+        Ok(store) => Ok(Target::Store(Offline { store, dd, cfg })),
         Err(StoreError::Locked { path }) => match unreachable {
-            Some((addr, why)) => bail!(
-                "the store {} is held by a running node, but its API at {addr} does not answer ({why}); \
-                 wait for it to finish starting, or stop it to use the store directly",
-                path.display()
-            ),
+            Some((addr, why)) => Err(coded(
+                NODE_UNREACHABLE,
+                format!(
+                    "the store {} is locked by a running node, but its API at {addr} does not \
+                     answer ({why}); wait for it to finish starting, or stop it to use the store \
+                     directly",
+                    path.display()
+                ),
+            )),
             None => bail!(
-                "the store {} is held by another process (a node starting up, or another \
-                 metamesh command) and no API address is published in {}; try again shortly",
+                "the store {} is locked by another process (a running node still starting up, \
+                 or another metamesh command) and no API address is published in {}; try \
+                 again shortly",
                 path.display(),
                 dd.api_addr_path().display()
             ),
         },
-        Err(e) => Err(anyhow::Error::new(e).context(format!("opening the store {}", dd.store_path().display()))),
+        Err(e) => Err(anyhow::Error::new(e)
+            .context(format!("opening the store {}", dd.store_path().display()))),
     }
 }
 
@@ -146,14 +175,14 @@ fn probe(addr: &str, me: &PeerId) -> Result<ApiClient> {
     Ok(client)
 }
 
-fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
 
-fn out(text: &str) -> Result<()> {
+pub fn out(text: &str) -> Result<()> {
     use std::io::Write;
     match writeln!(std::io::stdout().lock(), "{text}") {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -161,7 +190,7 @@ fn out(text: &str) -> Result<()> {
     }
 }
 
-fn out_json<T: Serialize>(v: &T) -> Result<()> {
+pub fn out_json<T: Serialize>(v: &T) -> Result<()> {
     out(&serde_json::to_string_pretty(v)?)
 }
 
@@ -192,7 +221,7 @@ pub fn insights(g: &GlobalArgs, a: InsightsArgs) -> Result<()> {
             match a.scope {
                 Scope::Local => (learning::local_insights(&o.store, &me, now), None),
                 Scope::Collective => {
-                    let w = learning::stored_weights(&o.store, now);
+                    let w = trust::origin_weights(&o.cfg, &o.store, me, now);
                     let c = learning::collective(&o.store, &me, &w);
                     (
                         learning::collective_document(&c, &me, now),
@@ -291,6 +320,24 @@ pub fn render_insights(doc: &InsightsDocument, scope: Scope) -> String {
 
 /// The pattern `metamesh record` stores (validated).
 pub fn record_pattern(a: &RecordArgs, node_id: &PeerId, now: f64) -> Result<Pattern> {
+    // Checked before the JSON is built: serde_json would turn NaN and the
+    // infinities into null, which the schema reports as a missing field.
+    for (flag, v, range) in [
+        ("--quality", a.quality, " between 0 and 1"),
+        ("--atp-before", a.atp_before, ""),
+        ("--atp-after", a.atp_after, ""),
+    ] {
+        if !v.is_finite() {
+            return Err(coded(
+                USAGE,
+                format!("{flag}: must be a finite number{range}, got {v}"),
+            ));
+        }
+    }
+    record_pattern_checked(a, node_id, now).map_err(|e| coded(USAGE, format!("{e}")))
+}
+
+fn record_pattern_checked(a: &RecordArgs, node_id: &PeerId, now: f64) -> Result<Pattern> {
     let depth: Depth = a
         .depth
         .parse()
@@ -354,6 +401,9 @@ pub fn record(g: &GlobalArgs, a: RecordArgs) -> Result<()> {
             }
         }
     };
+    if a.json {
+        return out_json(&submitted);
+    }
     out(&format!(
         "recorded {} as seq {} of {} (hash {})",
         submitted.pattern_id, submitted.seq, submitted.origin, submitted.hash
@@ -363,6 +413,15 @@ pub fn record(g: &GlobalArgs, a: RecordArgs) -> Result<()> {
 // ---- recommend -------------------------------------------------------------
 
 pub fn recommend(g: &GlobalArgs, a: RecommendArgs) -> Result<()> {
+    if !(a.atp.is_finite() && a.atp >= 0.0) {
+        return Err(coded(
+            USAGE,
+            format!(
+                "--atp: must be a finite number of at least 0, got {}",
+                a.atp
+            ),
+        ));
+    }
     let rec: Recommendation = match connect(g)? {
         Target::Api(c) => c.get(
             "/v1/recommendation",
@@ -371,7 +430,7 @@ pub fn recommend(g: &GlobalArgs, a: RecommendArgs) -> Result<()> {
         Target::Store(o) => {
             let key = o.dd.load_identity()?;
             let me = key.public().to_peer_id();
-            let w = learning::stored_weights(&o.store, unix_now());
+            let w = trust::origin_weights(&o.cfg, &o.store, me, unix_now());
             let c = learning::collective(&o.store, &me, &w);
             learning::recommend(
                 &learning::collective_view(&c),
@@ -400,9 +459,10 @@ pub fn recommend(g: &GlobalArgs, a: RecommendArgs) -> Result<()> {
 
 // ---- peers -----------------------------------------------------------------
 
-/// Known peers from the store: addresses and persisted reputation.
-fn offline_peers(store: &Store, now: f64) -> Vec<PeerView> {
-    let policy = ReputationPolicy::default();
+/// Known peers from the store: addresses and persisted reputation, under
+/// the configured trust.
+fn offline_peers(store: &Store, cfg: &Config, now: f64) -> Vec<PeerView> {
+    let book = trust::book(cfg, store);
     let mut peers: BTreeMap<PeerId, PeerView> = BTreeMap::new();
     let blank = |p: &PeerId| PeerView {
         peer_id: p.to_string(),
@@ -414,11 +474,8 @@ fn offline_peers(store: &Store, now: f64) -> Vec<PeerView> {
     for (p, addrs) in store.peer_addrs() {
         peers.entry(p).or_insert_with(|| blank(&p)).addrs = addrs;
     }
-    for (p, bytes) in store.reputation_entries() {
-        let Ok(state) = ReputationState::from_bytes(&bytes) else {
-            continue;
-        };
-        let s = reputation::standing(&state, Trust::Default, now, &policy);
+    for p in book.peers() {
+        let s = book.standing(&p, now);
         let v = peers.entry(p).or_insert_with(|| blank(&p));
         v.reputation = s.score;
         v.class = s.class.as_str().to_string();
@@ -429,7 +486,7 @@ fn offline_peers(store: &Store, now: f64) -> Vec<PeerView> {
 pub fn peers(g: &GlobalArgs, a: JsonArgs) -> Result<()> {
     let (peers, live) = match connect(g)? {
         Target::Api(c) => (c.get::<Vec<PeerView>>("/v1/peers", &[])?, true),
-        Target::Store(o) => (offline_peers(&o.store, unix_now()), false),
+        Target::Store(o) => (offline_peers(&o.store, &o.cfg, unix_now()), false),
     };
     if a.json {
         return out_json(&peers);
@@ -560,6 +617,7 @@ mod tests {
             atp_before: 100.0,
             atp_after: 70.0,
             mode: None,
+            json: false,
         }
     }
 
@@ -578,7 +636,18 @@ mod tests {
         let mut a = args("light", 0.5);
         a.atp_before = f64::INFINITY;
         let e = record_pattern(&a, &me, 1.8e9).unwrap_err();
-        assert!(e.to_string().starts_with("--atp-before:"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "--atp-before: must be a finite number, got inf"
+        );
+        let e = record_pattern(&args("light", f64::NAN), &me, 1.8e9).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--quality: must be a finite number between 0 and 1, got NaN"
+        );
+        assert_eq!(super::super::exit::code_of(&e), USAGE);
+        a.atp_before = -10.0;
+        assert_eq!(record_pattern(&a, &me, 1.8e9).unwrap().atp_before, -10.0);
     }
 
     #[test]

@@ -3,18 +3,26 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 pub mod client;
+pub mod exit;
+pub mod extras;
 pub mod offline;
+pub mod online;
+pub mod preflight;
 pub mod run;
 pub mod swarm;
+pub mod trust;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "metamesh",
     version,
-    about = "A peer-to-peer gossip node for federated meta-learning"
+    long_version = extras::LONG_VERSION,
+    about = "A peer-to-peer gossip node for federated meta-learning",
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 nothing imported, 4 node unreachable \
+                  (see docs/install.md)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -32,6 +40,10 @@ pub struct GlobalArgs {
     /// Defaults to the per-user data directory.
     #[arg(long, global = true, env = "METAMESH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// TOML configuration file (default: DIR/config.toml when it exists).
+    /// Offline commands read it too, so they weigh peers as the node does.
+    #[arg(long, global = true, env = "METAMESH_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,10 +70,23 @@ pub enum Command {
     Stats(JsonArgs),
     /// Run a local mesh of real nodes on loopback on a synthetic workload.
     Swarm(SwarmArgs),
+    /// Print the version and the git commit it was built from.
+    Version(JsonArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct InitArgs {}
+pub struct InitArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct IdArgs {
@@ -69,7 +94,7 @@ pub struct IdArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct RunArgs {
     /// Listen address (repeatable). Default: /ip4/0.0.0.0/tcp/0 and /ip4/0.0.0.0/udp/0/quic-v1.
     #[arg(long)]
@@ -86,25 +111,36 @@ pub struct RunArgs {
     /// Parent node multiaddr: inherit its insights and patterns, promote ours to it.
     #[arg(long)]
     pub parent: Option<String>,
-    /// TOML configuration file.
+    /// Print the startup information (peer id, addresses, API) as one JSON line.
     #[arg(long)]
-    pub config: Option<PathBuf>,
+    pub json: bool,
 }
 
+/// `metamesh record`. Numbers are read as text and checked by
+/// [`client::record_pattern`], so NaN, infinities and out-of-range values
+/// get a message naming the flag; negative values parse (`--atp-before -10`).
 #[derive(Debug, Clone, Args)]
 pub struct RecordArgs {
+    /// minimal, light, standard, deep or thorough.
     #[arg(long)]
     pub depth: String,
-    #[arg(long)]
+    /// Quality achieved, 0 to 1.
+    #[arg(long, allow_negative_numbers = true)]
     pub quality: f64,
-    #[arg(long)]
+    /// The task succeeded: `--success`, `--success true` or `--success false`.
+    #[arg(long, num_args = 0..=1, default_value_t = false, default_missing_value = "true",
+          action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub success: bool,
-    #[arg(long)]
+    /// ATP before the task (a finite number; negative allowed).
+    #[arg(long, allow_negative_numbers = true)]
     pub atp_before: f64,
-    #[arg(long)]
+    /// ATP after the task (a finite number; negative allowed).
+    #[arg(long, allow_negative_numbers = true)]
     pub atp_after: f64,
     #[arg(long)]
     pub mode: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,6 +173,9 @@ pub struct ExportArgs {
     /// Write one `{node_id}_patterns.jsonl` per node into the --patterns directory.
     #[arg(long)]
     pub per_node: bool,
+    /// Print what was written as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -155,7 +194,7 @@ pub struct InsightsArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RecommendArgs {
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub atp: f64,
     /// legion, thor or posterior.
     #[arg(long, default_value = "posterior")]

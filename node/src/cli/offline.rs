@@ -1,4 +1,6 @@
-//! Offline commands: init, id, import, export (on the data dir and the store).
+//! Data-dir commands: init, id, import, export. `import` and `export` go
+//! through the API of a node running on the data dir ([`super::online`])
+//! and open the store directly otherwise; both give the same result.
 
 use std::io::Write;
 
@@ -7,6 +9,9 @@ use metamesh_storage::interop::{self, Format, ImportReport};
 use metamesh_storage::{Store, StoreConfig, StoreError};
 use serde::Serialize;
 
+use super::client::{connect, Target};
+use super::exit::{coded, NOTHING_IMPORTED, USAGE};
+use super::online;
 use super::*;
 use crate::datadir::DataDir;
 
@@ -39,7 +44,7 @@ pub fn open_store(dd: &DataDir) -> Result<Store> {
 
 /// `metamesh init`: create the identity and the store; print the PeerId.
 /// Idempotent: re-running prints the existing PeerId.
-pub fn init(g: &GlobalArgs, _a: InitArgs) -> Result<()> {
+pub fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     let dd = DataDir::resolve(g.data_dir.clone());
     let key = dd.init()?;
     match Store::open(&dd.store_path(), &StoreConfig::default()) {
@@ -51,7 +56,14 @@ pub fn init(g: &GlobalArgs, _a: InitArgs) -> Result<()> {
                 .context(format!("creating the store {}", dd.store_path().display())))
         }
     }
-    out(&key.public().to_peer_id().to_string())?;
+    let peer_id = key.public().to_peer_id().to_string();
+    if a.json {
+        return out(&serde_json::to_string_pretty(&serde_json::json!({
+            "peer_id": peer_id,
+            "data_dir": dd.root.display().to_string(),
+        }))?);
+    }
+    out(&peer_id)?;
     eprintln!("data directory: {}", dd.root.display());
     Ok(())
 }
@@ -102,29 +114,78 @@ struct ImportSummary<'a> {
     skipped_lines: u64,
     invalid_records: u64,
     pattern_count: u64,
+    /// `api` (through a running node) or `store` (opened directly).
+    via: &'static str,
 }
 
-/// `metamesh import FILE…`: import pattern files, signed by this node.
+/// Every file must be a readable file before anything is imported: one
+/// clear message for a missing one.
+fn check_readable(files: &[std::path::PathBuf]) -> Result<()> {
+    for f in files {
+        match std::fs::metadata(f) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(coded(USAGE, format!("{} is not a file", f.display()))),
+            Err(e) => {
+                let why = match e.kind() {
+                    std::io::ErrorKind::NotFound => "no such file".to_string(),
+                    std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                    _ => super::exit::strip_os_error(&e.to_string()),
+                };
+                return Err(coded(USAGE, format!("cannot read {}: {why}", f.display())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `metamesh import FILE…`: import pattern files, signed by this node —
+/// through its API when it runs, else into the store directly. Exit code 3
+/// when nothing valid was found (no record stored or already held).
 pub fn import(g: &GlobalArgs, a: ImportArgs) -> Result<()> {
+    check_readable(&a.files)?;
     let dd = DataDir::resolve(g.data_dir.clone());
     let key = dd.load_identity()?;
-    let store = open_store(&dd)?;
+    let target = connect(g)?;
+    let route = match &target {
+        Target::Api(c) => Some(online::import_route(c)?),
+        Target::Store(_) => None,
+    };
     let mut reports = Vec::with_capacity(a.files.len());
     for file in &a.files {
-        let r = interop::import_file(&store, &key, file, format_of(a.format), true)
-            .with_context(|| format!("importing {}", file.display()))?;
+        let r = match &target {
+            Target::Api(c) => online::import_file(
+                c,
+                route.unwrap_or(online::Route::Patterns),
+                file,
+                format_of(a.format),
+            ),
+            Target::Store(o) => {
+                interop::import_file(&o.store, &key, file, format_of(a.format), true)
+                    .map_err(anyhow::Error::new)
+            }
+        }
+        .with_context(|| format!("importing {}", file.display()))?;
         if !a.json {
             print_report(&r)?;
         }
         reports.push(r);
     }
+    let (pattern_count, via) = match &target {
+        Target::Api(c) => (
+            c.get::<crate::api::StatsView>("/v1/stats", &[])?
+                .pattern_count,
+            "api",
+        ),
+        Target::Store(o) => (o.store.pattern_count(), "store"),
+    };
     let summary = ImportSummary {
         files: &reports,
         accepted: reports.iter().map(|r| r.accepted).sum(),
         duplicates: reports.iter().map(|r| r.duplicates).sum(),
         skipped_lines: reports.iter().map(|r| r.skipped_total).sum(),
         invalid_records: reports.iter().map(|r| r.invalid_total).sum(),
-        pattern_count: store.pattern_count(),
+        pattern_count,
+        via,
     };
     if a.json {
         out(&serde_json::to_string_pretty(&summary)?)?;
@@ -133,6 +194,21 @@ pub fn import(g: &GlobalArgs, a: ImportArgs) -> Result<()> {
             "total: {} accepted, {} duplicates, {} lines skipped, {} invalid records; the store holds {} patterns",
             summary.accepted, summary.duplicates, summary.skipped_lines, summary.invalid_records, summary.pattern_count
         ))?;
+    }
+    if summary.accepted == 0 && summary.duplicates == 0 {
+        return Err(coded(
+            NOTHING_IMPORTED,
+            format!(
+                "nothing imported: no valid record in {} ({} lines skipped, {} invalid records)",
+                if a.files.len() == 1 {
+                    a.files[0].display().to_string()
+                } else {
+                    format!("{} files", a.files.len())
+                },
+                summary.skipped_lines,
+                summary.invalid_records
+            ),
+        ));
     }
     Ok(())
 }
@@ -181,53 +257,105 @@ fn write_report(r: &ImportReport) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `metamesh export --patterns OUT.jsonl [--insights OUT.json] [--per-node]`.
+#[derive(Serialize, Default)]
+struct ExportSummary {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patterns_file: Option<String>,
+    patterns: u64,
+    /// Per-node layout: node_id -> patterns written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_node: Option<std::collections::BTreeMap<String, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    insights_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    insights_pattern_count: Option<u64>,
+    via: &'static str,
+}
+
+/// `metamesh export --patterns OUT.jsonl [--insights OUT.json] [--per-node]`
+/// — through the API of a running node, else from the store.
 pub fn export(g: &GlobalArgs, a: ExportArgs) -> Result<()> {
     if a.patterns.is_none() && a.insights.is_none() {
-        anyhow::bail!("nothing to export: give --patterns OUT.jsonl and/or --insights OUT.json");
+        return Err(coded(
+            USAGE,
+            "nothing to export: give --patterns OUT.jsonl and/or --insights OUT.json",
+        ));
     }
     let dd = DataDir::resolve(g.data_dir.clone());
     let key = dd.load_identity()?;
-    let store = open_store(&dd)?;
+    let me = key.public().to_peer_id();
+    let target = connect(g)?;
+    let mut summary = ExportSummary {
+        via: match target {
+            Target::Api(_) => "api",
+            Target::Store(_) => "store",
+        },
+        ..Default::default()
+    };
     if let Some(p) = &a.patterns {
-        if a.per_node {
-            let counts = interop::export_patterns_per_node(&store, p)?;
-            for (node, n) in &counts {
-                eprintln!(
-                    "{}: {n} patterns",
-                    p.join(format!("{}_patterns.jsonl", interop::node_file_stem(node)))
-                        .display()
-                );
+        summary.patterns_file = Some(p.display().to_string());
+        match (&target, a.per_node) {
+            (Target::Store(o), true) => {
+                let counts = interop::export_patterns_per_node(&o.store, p)?;
+                summary.patterns = counts.values().sum();
+                summary.per_node = Some(counts);
             }
-        } else {
-            let f = create_file(p)?;
-            let n = interop::export_patterns_jsonl(&store, f)?;
-            eprintln!("{}: {n} patterns", p.display());
+            (Target::Store(o), false) => {
+                summary.patterns = interop::export_patterns_jsonl(&o.store, create_file(p)?)?;
+            }
+            (Target::Api(c), per_node) => {
+                let mut sink = if per_node {
+                    online::Out::PerNode(online::PerNode::new(p)?)
+                } else {
+                    online::Out::One(std::io::BufWriter::new(create_file(p)?))
+                };
+                summary.patterns = online::export_patterns(c, &mut sink)
+                    .and_then(|n| sink.finish().map(|()| n))
+                    .with_context(|| format!("exporting to {}", p.display()))?;
+                if let online::Out::PerNode(pn) = sink {
+                    summary.per_node = Some(pn.counts);
+                }
+            }
         }
     }
     if let Some(p) = &a.insights {
         // The node's collective insights — the same document as
-        // `metamesh insights --json` (robust, reputation-weighted over every
-        // stored origin; with only this node's patterns it is the plain one).
-        let me = key.public().to_peer_id();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        let weigh = crate::learning::stored_weights(&store, now);
-        let collective = crate::learning::collective(&store, &me, &weigh);
-        let doc = crate::learning::collective_document(&collective, &me, now);
+        // `metamesh insights --json` (robust, reputation-weighted under the
+        // configured trust over every stored origin).
+        let doc: metamesh_protocol::InsightsDocument = match &target {
+            Target::Api(c) => c.get("/v1/insights", &[("scope", "collective".to_string())])?,
+            Target::Store(o) => {
+                let now = super::client::unix_now();
+                let weigh = super::trust::origin_weights(&o.cfg, &o.store, me, now);
+                let collective = crate::learning::collective(&o.store, &me, &weigh);
+                crate::learning::collective_document(&collective, &me, now)
+            }
+        };
         let mut w = std::io::BufWriter::new(create_file(p)?);
         serde_json::to_writer_pretty(&mut w, &doc)
             .with_context(|| format!("writing {}", p.display()))?;
         writeln!(w)
             .and_then(|()| w.flush())
             .with_context(|| format!("writing {}", p.display()))?;
-        eprintln!(
-            "{}: insights over {} patterns",
-            p.display(),
-            doc.pattern_count
-        );
+        summary.insights_file = Some(p.display().to_string());
+        summary.insights_pattern_count = Some(doc.pattern_count);
+    }
+    if a.json {
+        return out(&serde_json::to_string_pretty(&summary)?);
+    }
+    if let (Some(p), Some(counts)) = (&a.patterns, &summary.per_node) {
+        for (node, n) in counts {
+            eprintln!(
+                "{}: {n} patterns",
+                p.join(format!("{}_patterns.jsonl", interop::node_file_stem(node)))
+                    .display()
+            );
+        }
+    } else if let Some(p) = &a.patterns {
+        eprintln!("{}: {} patterns", p.display(), summary.patterns);
+    }
+    if let (Some(p), Some(n)) = (&a.insights, summary.insights_pattern_count) {
+        eprintln!("{}: insights over {n} patterns", p.display());
     }
     Ok(())
 }

@@ -5,8 +5,6 @@
 //! `metamesh init` would) and says so; later runs reuse identity and store,
 //! re-dial the peers they knew and resync what they missed.
 
-use std::io::Write;
-
 use anyhow::{Context, Result};
 
 use super::*;
@@ -16,7 +14,8 @@ use crate::service::{start_node, NodeOptions};
 
 pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
     let dd = DataDir::resolve(g.data_dir.clone());
-    let cfg = Config::load(a.config.as_deref(), &a)?;
+    let cfg = Config::for_command(g, &dd, Some(&a))?;
+    super::preflight::check_listen(&cfg)?;
     let fresh = !dd.identity_path().exists();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -34,13 +33,15 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
         if fresh {
             eprintln!("initialised a new identity in {}", dd.root.display());
         }
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "peer id: {}", running.peer_id())?;
-        for addr in &running.listen_addrs {
-            writeln!(out, "listening on {addr}")?;
-        }
+        super::extras::print_started(
+            a.json,
+            &super::extras::StartedView {
+                peer_id: running.peer_id().to_string(),
+                listen_addrs: running.listen_addrs.iter().map(|a| a.to_string()).collect(),
+                api: running.api_addr.map(|a| a.to_string()),
+            },
+        )?;
         if let Some(api) = running.api_addr {
-            writeln!(out, "api: http://{api}")?;
             std::fs::write(dd.api_addr_path(), format!("{api}\n"))
                 .with_context(|| format!("writing {}", dd.api_addr_path().display()))?;
         }
@@ -51,8 +52,6 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
             .collect();
         std::fs::write(dd.listen_addrs_path(), addrs)
             .with_context(|| format!("writing {}", dd.listen_addrs_path().display()))?;
-        out.flush()?;
-        drop(out);
 
         wait_for_signal().await;
         eprintln!("shutting down: flushing the store");

@@ -159,11 +159,11 @@ fn build_behaviour(
 
     let kad_protocol = StreamProtocol::try_from_owned(format!("/metamesh/{}/kad/1", cfg.mesh))
         .map_err(|e| NetError::Config(format!("mesh: {e}")))?;
-    let mut kad = kad::Behaviour::with_config(
-        local,
-        MemoryStore::new(local),
-        kad::Config::new(kad_protocol),
-    );
+    let mut kad_cfg = kad::Config::new(kad_protocol);
+    // The event loop bootstraps once connected; kad's own timer would warn
+    // "Failed to trigger bootstrap: No known peers" on a lone node.
+    kad_cfg.set_periodic_bootstrap_interval(None);
+    let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), kad_cfg);
     // Loopback and LAN nodes never get a confirmed external address; without
     // server mode they would not answer each other's discovery queries.
     kad.set_mode(Some(kad::Mode::Server));

@@ -1,0 +1,73 @@
+//! Origin weights for the offline commands, from the configuration's trust
+//! settings and the reputation states the node persisted — the same rule
+//! as the running node's (`Node::origin_weight` in service.rs): this node
+//! and the configured parent are anchors (the parent never a newcomer),
+//! operator-trusted peers are anchors, every weight comes from
+//! `reputation::standing` under the configured trust (denied: weight 0,
+//! fixed scores pinned).
+
+use libp2p::PeerId;
+use metamesh_protocol::reputation::Trust;
+use metamesh_storage::Store;
+
+use crate::config::Config;
+use crate::learning::OriginWeight;
+use crate::pipeline::ReputationBook;
+
+/// The reputation book a node with `cfg` would start with on `store`.
+pub fn book(cfg: &Config, store: &Store) -> ReputationBook {
+    let mut book = ReputationBook::new(cfg);
+    book.load(store.reputation_entries());
+    book
+}
+
+/// `weigh(origin)` for [`crate::learning::collective`], as the node computes it.
+pub fn origin_weights(
+    cfg: &Config,
+    store: &Store,
+    me: PeerId,
+    now: f64,
+) -> impl Fn(&PeerId) -> OriginWeight {
+    let book = book(cfg, store);
+    let parent = cfg.parent_peer().map(|(p, _)| p);
+    move |origin: &PeerId| {
+        if *origin == me {
+            return OriginWeight {
+                weight: 1.0,
+                anchor: true,
+                newcomer: false,
+            };
+        }
+        let is_parent = parent.as_ref() == Some(origin);
+        let s = book.standing(origin, now);
+        OriginWeight {
+            weight: s.weight,
+            anchor: is_parent || book.trust(origin) == Trust::Trusted,
+            newcomer: s.newcomer && !is_parent,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_trust_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s"), &Default::default()).unwrap();
+        let me = PeerId::random();
+        let (good, bad, other) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut cfg = Config::default();
+        cfg.trust.trusted = vec![good.to_string()];
+        cfg.trust.denied = vec![bad.to_string()];
+        let w = origin_weights(&cfg, &store, me, 1.8e9);
+        assert!(w(&me).anchor && w(&me).weight == 1.0);
+        assert!(w(&good).anchor && w(&good).weight > 0.0 && !w(&good).newcomer);
+        assert_eq!(w(&bad).weight, 0.0);
+        assert!(!w(&other).anchor && w(&other).newcomer);
+        let plain = origin_weights(&Config::default(), &store, me, 1.8e9);
+        assert!(!plain(&good).anchor && plain(&bad).weight > 0.0);
+    }
+}
