@@ -173,7 +173,8 @@ pub struct RobustConfig {
     pub cap_floor: f64,
     pub cap_factor: f64,
     /// Huber constant: a surviving origin `|z|` standard errors from the
-    /// centre keeps `min(1, huber/|z|)` of its weight.
+    /// centre (at its real precision) keeps `min(1, (huber/|z|)²)` of its
+    /// weight.
     pub huber: f64,
     /// Samples a newcomer is credited before any confirmation.
     pub unconfirmed_samples: f64,

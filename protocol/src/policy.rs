@@ -24,11 +24,17 @@
 //!    `max(cap_floor, cap_factor × median count)` samples. Volume never
 //!    excludes an origin — an honest peer with 1000× the records of everyone
 //!    else is simply counted as one typical origin — and a flooder cannot
-//!    buy weight with volume.
+//!    buy weight with volume. The cap limits an origin's *say*, not what its
+//!    data tells: the consistency tests (3, and the weighing in 6) take an
+//!    origin at its real precision (its real count), so a flooder's many
+//!    precise records that sit away from the others lose weight faster than
+//!    a typical origin's, while an honest high-volume peer, whose mean is
+//!    right, keeps its say.
 //! 3. **Contradiction** (per depth, against the node's own evidence): where
 //!    the anchors have data at depth `d`, a peer whose mean differs from the
 //!    anchors' pooled mean by more than `z·(1 + bonus)` standard errors of
-//!    the difference, `σ_d·√(1/n_peer + 1/n_anchor)`, is contradicted and
+//!    the difference, `σ_d·√(1/n_peer + 1/n_anchor)` (`n_peer` its real
+//!    count: the anchors' own noise dominates that error), is contradicted and
 //!    excluded at every depth ([`InconsistencyKind::Anchor`]); the
 //!    reputation bonus (±0.2) widens or narrows the benefit of the doubt.
 //!    `σ_d` is the larger of the weighted median of the origins' sample sds
@@ -47,14 +53,19 @@
 //!    the newcomer period, with enough valid records) counts fully.
 //! 5. **Majority screen** (per depth, two passes): the robust centre is the
 //!    weighted median of the remaining origins' means, each voting with
-//!    `weight × c`; an origin further than `z·(1 + bonus)·√(σ²/n + se_c²)` from it is
+//!    `weight × c`; an origin further than `z·(1 + bonus)·√(σ²/n + se_c²)`
+//!    (`n` its capped, discounted count — with few origins the median is a
+//!    noisy reference, so a drop needs more than one origin's precision) from it is
 //!    left out *at that depth only* ([`InconsistencyKind::Majority`]), never
 //!    elsewhere, and costs no reputation: a majority of fresh identities can
 //!    drop an honest peer's report where the node has no evidence of its own,
 //!    but cannot make it an outcast. Where the anchors have data and the
 //!    centre disagrees with them beyond noise, the anchors' mean is the centre.
 //! 6. **Pooling**: survivors are pooled with weights `w·n_eff·min(1,
-//!    huber/|z|)` (`n_eff` = capped, discounted count) and a random-effects
+//!    (huber/|z|)²)` (`n_eff` = capped, discounted count; `z` the distance
+//!    from the centre at the origin's real precision, `√(σ²/n_real + se_c²)`;
+//!    the squared tail makes a far origin's pull on the mean fall as `1/|z|`)
+//!    and a random-effects
 //!    variance (DerSimonian–Laird τ², only when Cochran's Q exceeds its 95%
 //!    point) plus a calibration guard: residual disagreement widens the
 //!    posterior instead of being believed.
@@ -204,6 +215,8 @@ pub fn apply_bonus(confidence: f64, bonus: f64) -> f64 {
 struct Cell {
     /// Effective sample count: capped (non-anchors) and discounted.
     n: f64,
+    /// Real sample count (its precision).
+    n_real: f64,
     mean: f64,
     sd: f64,
     success: f64,
@@ -300,7 +313,8 @@ pub fn robust_aggregate<K: Clone + Ord>(
                 continue;
             }
             let (n, a_n) = (capped(i, s, d), a.n as f64);
-            let se = sigma[d] * (1.0 / n + 1.0 / a_n).sqrt();
+            // Tested at its real precision (its count, not its capped say).
+            let se = sigma[d] * (1.0 / s.n as f64 + 1.0 / a_n).sqrt();
             let z = (s.avg_quality() - a.avg_quality()) / se;
             if z.abs() > threshold {
                 excluded[i] = true;
@@ -340,6 +354,7 @@ pub fn robust_aggregate<K: Clone + Ord>(
             }
             cells[i][d] = Some(Cell {
                 n: capped(i, s, d) * discount[i],
+                n_real: s.n as f64,
                 mean: s.avg_quality(),
                 sd: s.var_quality().max(0.0).sqrt(),
                 success: s.success_rate(),
@@ -369,6 +384,7 @@ pub fn robust_aggregate<K: Clone + Ord>(
                     vote_n += c.n;
                 }
             }
+            let k_votes = votes.len() as f64;
             let Some(mut centre) = weighted_median(&mut votes) else {
                 break;
             };
@@ -386,6 +402,10 @@ pub fn robust_aggregate<K: Clone + Ord>(
                     c_var = se_c2;
                 }
             }
+            // The centre as a reference for a test at an origin's real
+            // precision: a median of few origins is no more precise than its
+            // own origin's mean averaged over them.
+            let ref_var = se_c2.max(c_var / k_votes.max(1.0));
             found.clear();
             screened = vec![false; m];
             centre_of[d] = centre;
@@ -395,8 +415,11 @@ pub fn robust_aggregate<K: Clone + Ord>(
                     continue;
                 }
                 if let Some(c) = cells[i][d] {
+                    // Dropped only beyond noise at its capped say (the
+                    // median is a noisy reference with few origins); weighed
+                    // (step 6) by its distance at its real precision.
                     let z = (c.mean - centre) / (s2 / c.n + se_c2).sqrt();
-                    z_of[i][d] = z;
+                    z_of[i][d] = (c.mean - centre) / (s2 / c.n_real + ref_var).sqrt();
                     if z.abs() > threshold[i] {
                         screened[i] = true;
                         found.push((i, z));
@@ -459,9 +482,15 @@ fn pool_depth(
     let mut items: Vec<(f64, f64, f64)> = Vec::new(); // (ω, n, mean)
     for (i, row) in cells.iter().enumerate() {
         let Some(c) = row[d] else { continue };
-        // Huber: survivors far from the centre keep less weight.
+        // Redescending Huber: a survivor |z| > huber from the centre (at its
+        // real precision) keeps (huber/|z|)² of its weight, so its pull on
+        // the mean falls as 1/|z|.
         let z = z_of[i][d].abs();
-        let huber = if z > cfg.huber { cfg.huber / z } else { 1.0 };
+        let huber = if z > cfg.huber {
+            (cfg.huber / z).powi(2)
+        } else {
+            1.0
+        };
         let omega = weight[i] * c.n * huber;
         if omega <= 0.0 {
             continue;

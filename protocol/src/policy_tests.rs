@@ -316,3 +316,24 @@ fn order_independent_and_no_panic_on_odd_input() {
     assert!(!a.used.contains(&51));
     assert!(robust_aggregate::<u32>(&[], &cfg).used.is_empty());
 }
+
+/// Issue 9: an honest peer with 30–1000× everyone else's volume is tested at
+/// its real precision but never screened out, whatever the others hold.
+#[test]
+fn honest_heavy_peers_are_never_screened() {
+    let cfg = RobustConfig::default();
+    let mut flagged = 0;
+    for seed in 0..300u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut origins = vec![me(table(MEANS, rng.gen_range(0..6), &mut rng))];
+        for k in 1..5 {
+            origins.push(peer(k, table(MEANS, rng.gen_range(1..8), &mut rng)));
+        }
+        let heavy = rng.gen_range(30..1000);
+        origins.push(peer(99, table(MEANS, heavy, &mut rng)));
+        let agg = robust_aggregate(&origins, &cfg);
+        assert!(agg.used.contains(&99), "seed {seed}");
+        flagged += agg.inconsistent.iter().filter(|i| i.key == 99).count();
+    }
+    assert_eq!(flagged, 0, "heavy honest peer screened {flagged} times");
+}
