@@ -307,8 +307,7 @@ pub fn robust_aggregate<K: Clone + Ord>(
             continue;
         }
         let threshold = threshold[i];
-        for d in 0..Depth::COUNT {
-            let (s, a) = (&o.table.0[d], &anchor_table.0[d]);
+        for (d, (s, a)) in o.table.0.iter().zip(&anchor_table.0).enumerate() {
             if s.n == 0 || a.n == 0 {
                 continue;
             }
@@ -347,8 +346,7 @@ pub fn robust_aggregate<K: Clone + Ord>(
         if excluded[i] || weight[i] <= 0.0 || discount[i] <= 0.0 {
             continue;
         }
-        for d in 0..Depth::COUNT {
-            let s = &o.table.0[d];
+        for (d, s) in o.table.0.iter().enumerate() {
             if s.n == 0 {
                 continue;
             }
