@@ -1,30 +1,30 @@
 #!/usr/bin/env bash
-# Real-swarm version of the convergence experiment (issue 5, docs/learning.md
-# "Real-swarm experiment"): `metamesh swarm` on loopback, per seed
-#   * N = 1 alone                       (the individual baseline),
-#   * N = 10 honest                     (speedup_n10_real = median alone / median N=10),
-#   * N = 10 honest + 3 byzantine       (--trust fleet, the default), and
-#   * N = 10 honest + 3 byzantine       (--trust none: no anchors),
-#   * N = 10 honest, --trust none       (control: what the missing anchors cost without liars),
-#   * N = 10 honest (+ 3 byzantine), --trust anchor (every node trusts node 0 only),
-# then prints one JSON summary on stdout. Raw per-run JSON and logs go to $OUT.
+# Real-swarm version of the convergence experiment (issue 9, docs/learning.md
+# "Real-swarm experiment"): `metamesh swarm` on loopback with the trust a real
+# node has by default (`--trust none`: every peer a stranger), per seed
+#   * N = 1 alone                              (the individual baseline),
+#   * N = 10 honest strangers                  (speedup_n10_strangers_real),
+#   * N = 10 honest strangers + 3 liars        (accuracy and rounds vs alone),
+# and, only when asked for with CELLS, the operator-trust variants
+# (fleet: every honest node trusts every other; anchor: all trust node 0).
+# Prints one JSON summary on stdout; raw per-run JSON and logs go to $OUT.
 #
-# Usage: bash scripts/swarm_experiment.sh   (all cells, 7 seeds: ~20 min on 2 loaded cores)
+# Usage: bash scripts/swarm_experiment.sh   (default cells, 5 seeds)
 # Environment (all optional):
-#   SEEDS=7            seeds 1..SEEDS for every cell
-#   ALONE_SEEDS=50     extra N=1 runs over seeds 1..ALONE_SEEDS (N=1 is cheap; a wider baseline)
+#   SEEDS=5            seeds 1..SEEDS for every cell
+#   ALONE_SEEDS=SEEDS  N=1 runs over seeds 1..ALONE_SEEDS (N=1 is cheap; a wider baseline)
 #   ROUNDS_ALONE=300   round cap for N=1 (runs that never reach 90% count as the cap: censored)
-#   ROUNDS_N10=60      round cap for the honest N=10 runs (same censoring)
-#   ROUNDS_BYZ=60      rounds for the byzantine runs (accuracy is read at the last round)
-#   BYZANTINE=3        byzantine nodes added to the 10 honest ones (3 of 10 = 30% liars)
+#   ROUNDS_N10=60      round cap for the N=10 runs (same censoring)
+#   ROUNDS_BYZ=60      rounds for the runs with liars (accuracy is read at the last round)
+#   BYZANTINE=3        liars added to the 10 honest nodes
 #   OUT=/tmp/swarm-experiment
 #   METAMESH_BIN=...   use this binary instead of building target/release/metamesh
-#   CELLS="alone n10 byz-fleet byz-none n10-none n10-anchor byz-anchor"   which cells to run
+#   CELLS="alone n10 byz"   which cells to run; add n10-fleet byz-fleet n10-anchor byz-anchor
 #   KEEP=1             keep the runs already in $OUT (to add cells), then aggregate all
 set -euo pipefail
 
-SEEDS=${SEEDS:-7}
-ALONE_SEEDS=${ALONE_SEEDS:-50}
+SEEDS=${SEEDS:-5}
+ALONE_SEEDS=${ALONE_SEEDS:-$SEEDS}
 ROUNDS_ALONE=${ROUNDS_ALONE:-300}
 ROUNDS_N10=${ROUNDS_N10:-60}
 ROUNDS_BYZ=${ROUNDS_BYZ:-60}
@@ -41,7 +41,7 @@ if [[ -z "${METAMESH_BIN:-}" ]]; then
 fi
 [[ -x "$METAMESH_BIN" ]] || { echo "no metamesh binary at $METAMESH_BIN" >&2; exit 1; }
 
-CELLS=${CELLS:-alone n10 byz-fleet byz-none n10-none n10-anchor byz-anchor}
+CELLS=${CELLS:-alone n10 byz}
 mkdir -p "$OUT"
 [[ "${KEEP:-0}" == 1 ]] || rm -f "$OUT"/*.json "$OUT"/*.log
 want() { [[ " $CELLS " == *" $1 "* ]]; }
@@ -68,13 +68,14 @@ if want alone; then
     echo "N=1: $ALONE_SEEDS seeds done" >&2
 fi
 byz=(--nodes $((10 + BYZANTINE)) --byzantine "$BYZANTINE" --rounds "$ROUNDS_BYZ")
+n10=(--nodes 10 --rounds "$ROUNDS_N10")
 for seed in $(seq 1 "$SEEDS"); do
-    if want n10; then run n10 "$seed" --nodes 10 --rounds "$ROUNDS_N10"; fi
-    if want byz-fleet; then run byz-fleet "$seed" "${byz[@]}"; fi
-    if want byz-none; then run byz-none "$seed" "${byz[@]}" --trust none; fi
-    if want n10-none; then run n10-none "$seed" --nodes 10 --rounds "$ROUNDS_N10" --trust none; fi
-    if want n10-anchor; then run n10-anchor "$seed" --nodes 10 --rounds "$ROUNDS_N10" --trust anchor; fi
-    if want byz-anchor; then run byz-anchor "$seed" "${byz[@]}" --trust anchor; fi
+    if want n10; then run n10 "$seed" "${n10[@]}" --trust none; fi
+    if want byz; then run byz "$seed" "${byz[@]}" --trust none; fi
+    for t in fleet anchor; do
+        if want "n10-$t"; then run "n10-$t" "$seed" "${n10[@]}" --trust "$t"; fi
+        if want "byz-$t"; then run "byz-$t" "$seed" "${byz[@]}" --trust "$t"; fi
+    done
 done
 
 echo "$(nproc) $(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT/machine.end"
@@ -149,15 +150,16 @@ def cell(name, n_seeds):
 alone = cell("alone", seeds)
 alone_wide = cell("alone", alone_seeds)
 n10 = cell("n10", seeds)
-fleet = cell("byz-fleet", seeds)
-none = cell("byz-none", seeds)
-n10_none = cell("n10-none", seeds)
-n10_anchor = cell("n10-anchor", seeds)
-byz_anchor = cell("byz-anchor", seeds)
+byz = cell("byz", seeds)
+extra = {name: cell(name, seeds) for name in ["n10-fleet", "byz-fleet", "n10-anchor", "byz-anchor"]}
 
 
 def get(c, key):
     return None if c is None else c[key]
+
+
+def ratio(a, b):
+    return None if a is None or b in (None, 0) else a / b
 
 
 with open(f"{out}/machine.start") as f:
@@ -167,47 +169,50 @@ with open(f"{out}/machine.end") as f:
 with open(f"{out}/wall_secs") as f:
     wall = int(f.read())
 
+base = get(alone_wide, "median_rounds_to_90")
+speedup = ratio(base, get(n10, "median_rounds_to_90"))
+acc_byz = get(byz, "accuracy_end")
+# "Never slower than alone": per seed, the run with liars reaches 90% no later
+# than the alone run of the same seed (censored runs count as their cap).
+slower = None
+if byz is not None and alone is not None:
+    slower = sum(b > a for a, b in zip(alone["rounds_to_90"], byz["rounds_to_90"]))
 summary = {
+    "trust": "none (default: every peer a stranger)",
     "seeds": seeds,
     "byzantine": int(os.environ["BYZANTINE"]),
-    "median_rounds_alone": alone["median_rounds_to_90"],
-    "median_rounds_n10": n10["median_rounds_to_90"],
-    "speedup_n10_real": alone["median_rounds_to_90"] / n10["median_rounds_to_90"],
-    "median_rounds_alone_wide": alone_wide["median_rounds_to_90"],
-    "alone_wide_seeds": alone_seeds,
-    "speedup_n10_real_wide_baseline": alone_wide["median_rounds_to_90"]
-    / n10["median_rounds_to_90"],
-    "wrong_rate_alone": alone_wide["wrong_rate_at_90"],
-    "wrong_rate_n10": n10["wrong_rate_at_90"],
-    "accuracy_n10_honest": n10["accuracy_end"],
-    "accuracy_byz30_fleet": fleet["accuracy_end"],
-    "accuracy_byz30_trust_none": none["accuracy_end"],
-    "median_rounds_byz30_fleet": fleet["median_rounds_to_90"],
-    "median_rounds_byz30_trust_none": none["median_rounds_to_90"],
-    "median_rounds_n10_trust_none": get(n10_none, "median_rounds_to_90"),
-    "accuracy_n10_trust_none": get(n10_none, "accuracy_end"),
-    "median_rounds_n10_anchor": get(n10_anchor, "median_rounds_to_90"),
-    "speedup_n10_real_anchor": None
-    if n10_anchor is None
-    else alone["median_rounds_to_90"] / n10_anchor["median_rounds_to_90"],
-    "accuracy_byz30_anchor": get(byz_anchor, "accuracy_end"),
-    "median_rounds_byz30_anchor": get(byz_anchor, "median_rounds_to_90"),
+    "median_rounds_alone": base,
+    "alone_seeds": alone_seeds,
+    "median_rounds_n10_strangers": get(n10, "median_rounds_to_90"),
+    "speedup_n10_strangers_real": speedup,
+    "wrong_rate_alone": get(alone_wide, "wrong_rate_at_90"),
+    "wrong_rate_n10_strangers": get(n10, "wrong_rate_at_90"),
+    "accuracy_n10_strangers": get(n10, "accuracy_end"),
+    "accuracy_liars3_strangers": acc_byz,
+    "median_rounds_liars3_strangers": get(byz, "median_rounds_to_90"),
+    "liars3_seeds_slower_than_alone": slower,
+    "targets": {
+        "speedup_n10_strangers_real >= 5": None if speedup is None else speedup >= 5,
+        "accuracy_liars3_strangers >= 0.95": None if acc_byz is None else acc_byz >= 0.95,
+        "liars3 never slower than alone": None if slower is None else slower == 0,
+    },
+    "operator_trust": {
+        name: None
+        if c is None
+        else {
+            "median_rounds_to_90": c["median_rounds_to_90"],
+            "speedup": ratio(base, c["median_rounds_to_90"]),
+            "accuracy_end": c["accuracy_end"],
+        }
+        for name, c in extra.items()
+    },
     "machine": {
         "nproc": int(machine_start[0]),
         "loadavg_start": " ".join(machine_start[1:]),
         "loadavg_end": " ".join(machine_end[1:]),
         "wall_secs": wall,
     },
-    "cells": {
-        "alone": alone,
-        "alone_wide": alone_wide,
-        "n10": n10,
-        "byz30_fleet": fleet,
-        "byz30_trust_none": none,
-        "n10_trust_none": n10_none,
-        "n10_anchor": n10_anchor,
-        "byz30_anchor": byz_anchor,
-    },
+    "cells": {"alone": alone_wide, "n10_strangers": n10, "liars3_strangers": byz},
 }
 with open(f"{out}/summary.json", "w") as f:
     json.dump(summary, f, indent=1)

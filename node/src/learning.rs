@@ -12,9 +12,11 @@
 //! - [`record_adoption`]`(&view_before, &pattern, &metrics)` when a local
 //!   pattern is recorded (adoption rate and effectiveness metrics).
 //!
-//! Collective learning uses `metamesh_protocol::aggregate::robust_aggregate`
-//! (per-origin statistics, weighted, with anchor/majority screens, volume caps
-//! and a newcomer budget): a few liars cannot move the answer. The insights
+//! This module is a thin adapter: it reads the store and calls the protocol's
+//! learning policy (`metamesh_protocol::policy`: reputation-weighted,
+//! volume-capped per-origin statistics, strangers discounted until the node's
+//! own outcomes confirm them and excluded when they contradict them, screened
+//! per depth, pooled robustly), the same functions the simulator runs. The insights
 //! document is computed from the merged statistics of the origins the robust
 //! aggregation *kept*; the headline claim (`optimal_quality_depth` /
 //! `optimal_depth`) and its confidence are the robust aggregate's own P(best).
@@ -22,10 +24,9 @@
 use std::collections::BTreeMap;
 
 use libp2p::PeerId;
-use metamesh_protocol::aggregate::{
-    robust_aggregate, OriginEvidence, RobustAggregate, RobustConfig,
-};
+use metamesh_protocol::aggregate::{OriginEvidence, RobustAggregate, RobustConfig};
 use metamesh_protocol::insights::{self, types, InsightsDocument};
+use metamesh_protocol::policy;
 use metamesh_protocol::posterior::Prior;
 use metamesh_protocol::reputation::{self, ReputationPolicy, ReputationState, Trust};
 use metamesh_protocol::strategy::{self, LearningView};
@@ -39,16 +40,10 @@ pub use crate::api::{Contributor, ExcludedOrigin, HeldInsight, KnowledgeTransfer
 /// `platform` of the insights documents this node writes.
 pub const PLATFORM: &str = "metamesh";
 
-/// How much say an origin gets in collective learning.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct OriginWeight {
-    /// Reputation learning weight (0.5 … 2.0; 0 = ignore).
-    pub weight: f64,
-    /// This node or an operator-trusted peer: the reference for screening.
-    pub anchor: bool,
-    /// A newcomer: its class shares a capped budget of weight.
-    pub newcomer: bool,
-}
+/// How much say an origin gets in collective learning (the protocol's
+/// [`policy::Say`]: weight, anchor, newcomer, bonus). Build it with
+/// [`policy::say`] from a role and a reputation standing.
+pub use metamesh_protocol::policy::{Role, Say as OriginWeight};
 
 /// The node's own patterns only.
 pub fn local_insights(store: &Store, self_id: &PeerId, now: f64) -> InsightsDocument {
@@ -71,8 +66,8 @@ pub struct Collective {
 
 /// Every stored origin's statistics with the say `weigh` gives it: the
 /// input of robust aggregation. The node itself is always included — even
-/// before it has patterns of its own (the newcomer budget is measured
-/// against established weight) — as an anchor with weight ≥ 1, whatever
+/// before it has patterns of its own (it is the reference strangers are
+/// judged by) — as an anchor with weight ≥ 1, whatever
 /// `weigh` says. Other origins without patterns are left out. The running
 /// node and the offline CLI both build their collective view with this.
 pub fn origin_evidence(
@@ -86,33 +81,26 @@ pub fn origin_evidence(
         .into_iter()
         .filter(|(peer, t)| t.total() > 0 || peer == self_id)
         .map(|(peer, table)| {
-            let w = if peer == *self_id {
-                let w = weigh(&peer);
-                OriginWeight {
-                    weight: if w.weight.is_finite() {
-                        w.weight.max(1.0)
-                    } else {
-                        1.0
-                    },
-                    anchor: true,
-                    newcomer: false,
-                }
+            let say = if peer == *self_id {
+                policy::self_say(weigh(&peer).weight)
             } else {
                 weigh(&peer)
             };
-            OriginEvidence {
-                key: peer,
-                table,
-                weight: if w.weight.is_finite() {
-                    w.weight.max(0.0)
-                } else {
-                    0.0
-                },
-                anchor: w.anchor,
-                newcomer: w.newcomer,
-            }
+            policy::origin_evidence(peer, table, say)
         })
         .collect()
+}
+
+/// The collective aggregate of the origins: the protocol's learning policy
+/// ([`policy::robust_aggregate`]) with its default parameters.
+pub fn aggregate(origins: &[OriginEvidence<PeerId>]) -> RobustAggregate<PeerId> {
+    policy::robust_aggregate(origins, &RobustConfig::default())
+}
+
+/// The origins to charge `InconsistentWithConsensus` after an aggregation
+/// (those the node's own evidence contradicts; [`policy::charged`]).
+pub fn charged(agg: &RobustAggregate<PeerId>) -> Vec<PeerId> {
+    policy::charged(agg).into_iter().map(|(p, _)| p).collect()
 }
 
 /// Aggregate all stored origins ([`origin_evidence`]).
@@ -122,7 +110,7 @@ pub fn collective(
     weigh: &dyn Fn(&PeerId) -> OriginWeight,
 ) -> Collective {
     let origins = origin_evidence(store, self_id, weigh);
-    let aggregate = robust_aggregate(&origins, &RobustConfig::default());
+    let aggregate = aggregate(&origins);
     let mut kept_table = DepthTable::default();
     let mut kept_modes: BTreeMap<String, DepthStats> = BTreeMap::new();
     let mut contributors = Vec::new();
@@ -200,9 +188,11 @@ pub fn collective_insights(
 pub fn collective_document(c: &Collective, self_id: &PeerId, now: f64) -> InsightsDocument {
     let prior = Prior::default();
     let mut set = insights::compute(&c.kept_table, Some(&c.kept_modes), &prior, now);
-    if c.kept_table.total() > 0 {
-        // The headline claim comes from the robust aggregate's evidence.
-        let (best, p) = c.aggregate.best(&prior);
+    // The headline claim comes from the robust aggregate's evidence, and
+    // only a depth with evidence may be named (the minimum-evidence rule,
+    // `RobustAggregate::best_named`); otherwise the merged statistics'
+    // claim (which also names only depths with data) stands.
+    if let Some((best, p)) = c.aggregate.best_named(&prior) {
         set.learned_preferences.optimal_quality_depth = Some(best);
         for i in set.insights.iter_mut() {
             if i.insight_type == types::OPTIMAL_QUALITY_DEPTH
@@ -331,7 +321,7 @@ pub fn record_adoption(
 /// (for offline use; a running node has them in memory). Peers without a
 /// stored state are newcomers of neutral weight.
 pub fn stored_weights(store: &Store, now: f64) -> impl Fn(&PeerId) -> OriginWeight {
-    let policy = ReputationPolicy::default();
+    let rep_policy = ReputationPolicy::default();
     let states: BTreeMap<PeerId, ReputationState> = store
         .reputation_entries()
         .into_iter()
@@ -346,12 +336,10 @@ pub fn stored_weights(store: &Store, now: f64) -> impl Fn(&PeerId) -> OriginWeig
                 &fresh
             }
         };
-        let s = reputation::standing(state, Trust::Default, now, &policy);
-        OriginWeight {
-            weight: s.weight,
-            anchor: false,
-            newcomer: s.newcomer,
-        }
+        policy::say(
+            Role::Peer,
+            &reputation::standing(state, Trust::Default, now, &rep_policy),
+        )
     }
 }
 
@@ -401,6 +389,7 @@ mod tests {
             weight: 0.5,
             anchor: false,
             newcomer: true,
+            bonus: -0.2,
         };
         let ev = origin_evidence(&store, &me, &weigh);
         let mine = ev.iter().find(|o| o.key == me).unwrap();
@@ -413,10 +402,7 @@ mod tests {
         // With self present, a lone newcomer's say is capped by the budget
         // measured against the node itself (as in the running node).
         let c = collective(&store, &me, &weigh);
-        assert_eq!(
-            c.aggregate.pattern_count,
-            robust_aggregate(&ev, &RobustConfig::default()).pattern_count
-        );
+        assert_eq!(c.aggregate.pattern_count, aggregate(&ev).pattern_count);
     }
 
     #[test]
@@ -451,6 +437,7 @@ mod tests {
             weight: 1.0,
             anchor: false,
             newcomer: false,
+            bonus: 0.0,
         };
         let c = collective(&store, &me_id, &neutral);
         let doc = collective_document(&c, &me_id, 1.8e9);

@@ -11,63 +11,12 @@
 //! checked against data.
 //!
 //! # Robust aggregation ([`robust_aggregate`])
-//! Input: per origin, its sufficient statistics ([`DepthTable`]), its learning
-//! weight (from [`crate::reputation::standing`] — 0.5…2.0, 0 for hostile or
-//! denied), whether it is an **anchor** (this node itself, or an
-//! operator-trusted peer) and whether it is a **newcomer**. Output: per-depth
-//! pooled [`Evidence`] (so beliefs and P(best) follow from
-//! [`crate::posterior`]) and the origins whose reports were inconsistent.
-//!
-//! Per depth `d`, over origins with data at `d`:
-//! 1. **Scale** σ_d: the weighted median of the origins' sample standard
-//!    deviations (floored at `min_sd`), so no minority can shrink or inflate
-//!    the noise level used in the tests below.
-//! 2. **Volume cap**: an origin counts for at most
-//!    `max(cap_floor, cap_factor × median n)` samples, so a flooder (or one
-//!    identity of a Sybil) cannot buy weight with volume; one with more than
-//!    `flood_factor` × the median count is flooding and is excluded
-//!    ([`InconsistencyKind::Volume`]).
-//! 3. **Newcomer budget**: the newcomers' total weight is scaled down to at
-//!    most `newcomer_share` × the established origins' weight (anchors
-//!    included), so any number of fresh identities is, as a class, a
-//!    minority.
-//! 4. **Anchor screen**: with anchor data at `d`, an origin whose mean differs
-//!    from the anchors' pooled mean by more than `z` standard errors of the
-//!    difference (`σ_d·√(1/n_i + 1/n_A)`) is inconsistent.
-//! 5. **Majority screen** (two passes, the second re-centred on the first's
-//!    survivors): the robust centre is the weight-median of the remaining
-//!    origins' means (one origin one vote, scaled by weight); an origin
-//!    further than `z·√(σ²/n_i + se_c²)` from it is inconsistent.
-//!    Anchors are never screened out (they are the reference; if the centre
-//!    disagrees with the anchors beyond noise, the anchors' mean is used as
-//!    the centre instead).
-//!
-//! An origin inconsistent at any depth is excluded at every depth (it lied
-//! somewhere) and listed, so the node can apply
-//! [`crate::reputation::ReputationEvent::InconsistentWithConsensus`].
-//! The survivors are pooled with weights `w_i·n_i·min(1, huber/|z_i|)`; the
-//! evidence count is the **effective** sample size of that weighted mean
-//! under a random-effects model (DerSimonian–Laird τ² for between-origin
-//! heterogeneity, counted only when Cochran's Q exceeds its 95% point; the
-//! noise is the survivors' pooled within-origin variance): with consistent
-//! honest origins τ² = 0 and N origins pool to N× the evidence; residual
-//! disagreement that the screens did not remove widens the posterior instead
-//! of being believed. A **calibration guard** adds the gap between the pooled
-//! mean and the robust centre to the variance when it exceeds three times
-//! what noise explains (≈ 0.3% of honest evaluations).
-//!
-//! **Breakdown point.** The centre is a weighted median: it cannot be moved
-//! outside the range of honest means unless the adversaries hold ≥ 50% of
-//! the (weight-scaled, newcomer-budgeted) vote; with the default newcomer
-//! share (0.25) fresh identities hold at most one fifth of it however many
-//! there are. The anchor screen holds with any number of liars as long as an
-//! anchor has data. Liars within `z` standard errors of the truth are not
-//! excluded, but each one's influence on the pooled mean is bounded by its
-//! capped weight times that distance, which shrinks as `1/√n`.
-//!
-//! **Calibration.** With honest origins the pooled evidence equals the
-//! evidence of their merged samples (weights equal), so the posterior is the
-//! same one a node would compute from all the samples itself.
+//! The open-mesh learning policy and its estimator live in
+//! [`crate::policy`] (re-exported here): per-origin statistics, weighted by
+//! reputation, volume-capped, discounted until the node's own outcomes
+//! confirm them, excluded when they contradict them, screened per depth
+//! against a weighted median, pooled with a random-effects variance. See
+//! that module for the model, its assumptions and its breakdown point.
 //!
 //! # Conflict resolution ([`resolve_conflicts`])
 //! When origins' insights disagree (each claims a different best depth), the
@@ -86,6 +35,8 @@ use crate::schema::Depth;
 use crate::stats::DepthTable;
 use crate::strategy::LearningView;
 
+pub use crate::policy::robust_aggregate;
+
 // ---------------------------------------------------------------- baseline
 
 /// One origin's insights for [`seed_aggregate_federated_insights`].
@@ -95,6 +46,9 @@ pub struct PeerInsights {
     pub source: String,
     /// Its reputation learning weight (0.5 … 2.0).
     pub weight: f64,
+    /// Its reputation confidence bonus (−0.2 … +0.2, Session 162): each of
+    /// its confidences counts as `confidence × (1 + bonus)`.
+    pub bonus: f64,
     pub insights: Vec<Insight>,
 }
 
@@ -111,8 +65,10 @@ pub struct CollectiveInsight {
 /// The protocol document's `aggregate_federated_insights`: local insights
 /// (source `"local"`, the node's own weight) first, then each peer's in the
 /// given order; per insight type (in first-seen order) the weighted average
-/// confidence, summed evidence, listed sources. A type whose total weight is
-/// 0 (the seed would divide by zero) gets confidence 0.
+/// of the confidences after the reputation bonus (`confidence × (1 +
+/// bonus)`, clamped to [0, 1]; the local node's bonus is 0), summed
+/// evidence, listed sources. A type whose total weight is 0 (the seed would
+/// divide by zero) gets confidence 0.
 pub fn seed_aggregate_federated_insights(
     local_insights: &[Insight],
     local_weight: f64,
@@ -121,19 +77,20 @@ pub fn seed_aggregate_federated_insights(
     struct Entry<'a> {
         insight: &'a Insight,
         weight: f64,
+        bonus: f64,
         source: &'a str,
     }
     let mut order: Vec<&str> = Vec::new();
     let mut groups: BTreeMap<&str, Vec<Entry>> = BTreeMap::new();
     let all = local_insights
         .iter()
-        .map(|i| (i, local_weight, "local"))
+        .map(|i| (i, local_weight, 0.0, "local"))
         .chain(peer_insights.iter().flat_map(|p| {
             p.insights
                 .iter()
-                .map(move |i| (i, p.weight, p.source.as_str()))
+                .map(move |i| (i, p.weight, p.bonus, p.source.as_str()))
         }));
-    for (insight, weight, source) in all {
+    for (insight, weight, bonus, source) in all {
         let key = insight.insight_type.as_str();
         let group = groups.entry(key).or_default();
         if group.is_empty() {
@@ -147,6 +104,7 @@ pub fn seed_aggregate_federated_insights(
         group.push(Entry {
             insight,
             weight,
+            bonus,
             source,
         });
     }
@@ -159,7 +117,7 @@ pub fn seed_aggregate_federated_insights(
             let confidence = if total > 0.0 {
                 group
                     .iter()
-                    .map(|e| finite_or_zero(e.insight.confidence) * e.weight)
+                    .map(|e| crate::policy::apply_bonus(e.insight.confidence, e.bonus) * e.weight)
                     .sum::<f64>()
                     / total
             } else {
@@ -182,14 +140,6 @@ pub fn seed_aggregate_federated_insights(
         .collect()
 }
 
-fn finite_or_zero(x: f64) -> f64 {
-    if x.is_finite() {
-        x
-    } else {
-        0.0
-    }
-}
-
 // ---------------------------------------------------------------- robust
 
 /// One origin's statistics and standing, input to [`robust_aggregate`].
@@ -201,8 +151,12 @@ pub struct OriginEvidence<K> {
     pub weight: f64,
     /// This node itself or an operator-trusted peer.
     pub anchor: bool,
-    /// A newcomer (weight capped, subject to the newcomer budget).
+    /// A newcomer: its evidence is discounted until the node's own outcomes
+    /// confirm it ([`crate::policy`]).
     pub newcomer: bool,
+    /// Reputation confidence bonus (−0.2 … +0.2): widens (narrows) the
+    /// contradiction threshold by that fraction.
+    pub bonus: f64,
 }
 
 /// Parameters of [`robust_aggregate`] (see the module docs).
@@ -214,16 +168,18 @@ pub struct RobustConfig {
     pub min_sd: f64,
     /// Noise scale assumed before any origin has ≥ 3 samples at a depth.
     pub default_sd: f64,
+    /// A peer counts for at most `max(cap_floor, cap_factor × median
+    /// count)` samples at a depth (volume never excludes).
     pub cap_floor: f64,
     pub cap_factor: f64,
-    /// An origin with more than this × the median sample count at a depth
-    /// is flooding: excluded and reported.
-    pub flood_factor: f64,
     /// Huber constant: a surviving origin `|z|` standard errors from the
-    /// centre keeps `min(1, huber/|z|)` of its weight.
+    /// centre (at its real precision) keeps `min(1, (huber/|z|)²)` of its
+    /// weight.
     pub huber: f64,
-    /// Newcomers' total weight ≤ this × established weight.
-    pub newcomer_share: f64,
+    /// Samples a newcomer is credited before any confirmation.
+    pub unconfirmed_samples: f64,
+    /// Credited + confirmed samples at which a newcomer counts in full.
+    pub confirm_samples: f64,
     /// Widen the pooled posterior by the between-origin heterogeneity.
     pub random_effects: bool,
     /// Widen it by a pooled-mean vs robust-centre gap beyond noise.
@@ -238,9 +194,9 @@ impl Default for RobustConfig {
             default_sd: (1.0f64 / 12.0).sqrt(),
             cap_floor: 10.0,
             cap_factor: 1.0,
-            flood_factor: 10.0,
             huber: 2.0,
-            newcomer_share: 0.25,
+            unconfirmed_samples: 1.0,
+            confirm_samples: 4.0,
             random_effects: true,
             guard: true,
         }
@@ -265,7 +221,9 @@ pub enum InconsistencyKind {
     Anchor,
     /// The weighted median of the other origins.
     Majority,
-    /// Its volume (`z` holds its count ÷ the median count): flooding.
+    /// Its volume (`z` holds its count ÷ the median count). No longer
+    /// produced — volume is capped, never excluded — kept so reports that
+    /// name it still decode.
     Volume,
 }
 
@@ -303,10 +261,36 @@ impl<K> RobustAggregate<K> {
         best_of(&self.prob_best(prior))
     }
 
+    /// The depth the collective view may *name* best, with its P(best):
+    /// the most probably best depth among those with at least
+    /// [`MIN_EVIDENCE_TO_NAME`] effective samples (P(best) itself is
+    /// computed over every depth, untried ones keeping the prior). `None`
+    /// when no depth has that much evidence. This is the minimum-evidence
+    /// rule: an unsampled depth is never named best with a made-up mean.
+    pub fn best_named(&self, prior: &Prior) -> Option<(Depth, f64)> {
+        let p = self.prob_best(prior);
+        let mut best: Option<(Depth, f64)> = None;
+        for d in Depth::ALL {
+            let n = self.evidence[d.index()].n;
+            if !(n.is_finite() && n >= MIN_EVIDENCE_TO_NAME) {
+                continue;
+            }
+            let pd = p.get(d.index()).copied().unwrap_or(0.0);
+            if best.is_none_or(|(_, b)| pd > b) {
+                best = Some((d, pd));
+            }
+        }
+        best
+    }
+
     pub fn view(&self, prior: Prior) -> LearningView {
         LearningView::from_evidence(self.evidence, self.success_rate, self.pattern_count, prior)
     }
 }
+
+/// Least effective sample count at which a depth can be named best
+/// ([`RobustAggregate::best_named`]).
+pub const MIN_EVIDENCE_TO_NAME: f64 = 1.0;
 
 /// Argmax of a P(best) vector (ties to the cheaper depth).
 pub fn best_of(p: &[f64]) -> (Depth, f64) {
@@ -337,331 +321,6 @@ pub fn weighted_median(items: &mut [(f64, f64)]) -> Option<f64> {
         }
     }
     items.last().map(|x| x.0)
-}
-
-/// Per-origin, per-depth summary used by the estimator.
-#[derive(Clone, Copy)]
-struct Cell {
-    n: f64,
-    n_capped: f64,
-    mean: f64,
-    sd: f64,
-    success: f64,
-}
-
-/// Robust aggregation of per-origin statistics (see the module docs).
-pub fn robust_aggregate<K: Clone + Ord>(
-    origins: &[OriginEvidence<K>],
-    cfg: &RobustConfig,
-) -> RobustAggregate<K> {
-    // Deterministic regardless of input order.
-    let mut idx: Vec<usize> = (0..origins.len()).collect();
-    idx.sort_by(|a, b| origins[*a].key.cmp(&origins[*b].key));
-    let origins: Vec<&OriginEvidence<K>> = idx.iter().map(|i| &origins[*i]).collect();
-    let m = origins.len();
-
-    // Newcomer budget: scale newcomers' weights as a class.
-    let clean_w = |o: &OriginEvidence<K>| {
-        if o.weight.is_finite() {
-            o.weight.max(0.0)
-        } else {
-            0.0
-        }
-    };
-    let established: f64 = origins
-        .iter()
-        .filter(|o| !o.newcomer || o.anchor)
-        .map(|o| clean_w(o))
-        .sum();
-    let newcomers: f64 = origins
-        .iter()
-        .filter(|o| o.newcomer && !o.anchor)
-        .map(|o| clean_w(o))
-        .sum();
-    let newcomer_scale = if newcomers > 0.0 {
-        (cfg.newcomer_share * established / newcomers).min(1.0)
-    } else {
-        1.0
-    };
-    let weight: Vec<f64> = origins
-        .iter()
-        .map(|o| {
-            let w = clean_w(o);
-            if o.newcomer && !o.anchor {
-                w * newcomer_scale
-            } else {
-                w
-            }
-        })
-        .collect();
-
-    let mut cells: Vec<[Option<Cell>; Depth::COUNT]> = vec![[None; Depth::COUNT]; m];
-    let mut sigma = [cfg.default_sd; Depth::COUNT];
-    let mut excluded = vec![false; m];
-    let mut inconsistent: Vec<Inconsistency<K>> = Vec::new();
-    let mut centre_of = [f64::NAN; Depth::COUNT];
-    let mut z_of: Vec<[f64; Depth::COUNT]> = vec![[0.0; Depth::COUNT]; m];
-
-    for d in 0..Depth::COUNT {
-        // Cells with data at d from origins with weight.
-        let mut ns: Vec<f64> = Vec::new();
-        let mut sds: Vec<(f64, f64)> = Vec::new();
-        for (i, o) in origins.iter().enumerate() {
-            let s = &o.table.0[d];
-            if s.n == 0 || weight[i] <= 0.0 {
-                continue;
-            }
-            let n = s.n as f64;
-            ns.push(n);
-            let sd = s.var_quality().max(0.0).sqrt();
-            if s.n >= 3 {
-                sds.push((sd, weight[i]));
-            }
-            cells[i][d] = Some(Cell {
-                n,
-                n_capped: n,
-                mean: s.avg_quality(),
-                sd,
-                success: s.success_rate(),
-            });
-        }
-        if ns.is_empty() {
-            continue;
-        }
-        sigma[d] = weighted_median(&mut sds)
-            .unwrap_or(cfg.default_sd)
-            .max(cfg.min_sd);
-        let mut ns_w: Vec<(f64, f64)> = ns.iter().map(|n| (*n, 1.0)).collect();
-        let median_n = weighted_median(&mut ns_w).unwrap_or(1.0);
-        let cap = (cfg.cap_factor * median_n).max(cfg.cap_floor);
-        for (i, o) in origins.iter().enumerate() {
-            if let Some(c) = cells[i][d].as_mut() {
-                if !o.anchor {
-                    c.n_capped = c.n.min(cap);
-                }
-            }
-        }
-        let s2 = sigma[d] * sigma[d];
-        let mut flagged_here = vec![false; m];
-        for (i, o) in origins.iter().enumerate() {
-            if let (false, Some(c)) = (o.anchor, cells[i][d]) {
-                if c.n > cfg.cap_floor && c.n > cfg.flood_factor * median_n {
-                    flagged_here[i] = true;
-                    inconsistent.push(Inconsistency {
-                        key: o.key.clone(),
-                        depth: Depth::ALL[d],
-                        z: c.n / median_n.max(1.0),
-                        kind: InconsistencyKind::Volume,
-                    });
-                }
-            }
-        }
-
-        // Anchor screen.
-        let (mut a_n, mut a_sum) = (0.0, 0.0);
-        for (i, o) in origins.iter().enumerate() {
-            if let (true, Some(c)) = (o.anchor, cells[i][d]) {
-                a_n += c.n;
-                a_sum += c.n * c.mean;
-            }
-        }
-        let anchor_mean = (a_n > 0.0).then(|| a_sum / a_n);
-        if let Some(am) = anchor_mean {
-            for (i, o) in origins.iter().enumerate() {
-                if o.anchor || flagged_here[i] {
-                    continue;
-                }
-                if let Some(c) = cells[i][d] {
-                    let se = (s2 * (1.0 / c.n_capped + 1.0 / a_n)).sqrt();
-                    let z = (c.mean - am) / se;
-                    if z.abs() > cfg.z {
-                        flagged_here[i] = true;
-                        inconsistent.push(Inconsistency {
-                            key: o.key.clone(),
-                            depth: Depth::ALL[d],
-                            z,
-                            kind: InconsistencyKind::Anchor,
-                        });
-                    }
-                }
-            }
-        }
-
-        // Majority screen around the weighted median of the rest, twice:
-        // the second pass re-centres on the first pass's survivors, so gross
-        // liars cannot drag the centre far enough to flag an honest origin.
-        let anchor_flags = flagged_here.clone();
-        let mut screened = anchor_flags.clone();
-        let mut found: Vec<(usize, f64)> = Vec::new();
-        for _pass in 0..2 {
-            let mut votes: Vec<(f64, f64)> = Vec::new();
-            let mut vote_n = 0.0;
-            for i in 0..m {
-                if let (false, Some(c)) = (screened[i], cells[i][d]) {
-                    votes.push((c.mean, weight[i]));
-                    vote_n += c.n_capped;
-                }
-            }
-            let Some(mut centre) = weighted_median(&mut votes) else {
-                break;
-            };
-            // Standard error of a median ≈ 1.2533 × that of the mean.
-            let mut se_c2 = 1.2533f64.powi(2) * s2 / f64::max(vote_n, 1.0);
-            if let Some(am) = anchor_mean {
-                if (centre - am).abs() > cfg.z * (s2 / a_n + se_c2).sqrt() {
-                    centre = am;
-                    se_c2 = s2 / a_n;
-                }
-            }
-            found.clear();
-            screened = anchor_flags.clone();
-            centre_of[d] = centre;
-            for (i, o) in origins.iter().enumerate() {
-                if o.anchor || anchor_flags[i] {
-                    continue;
-                }
-                if let Some(c) = cells[i][d] {
-                    let z = (c.mean - centre) / (s2 / c.n_capped + se_c2).sqrt();
-                    z_of[i][d] = z;
-                    if z.abs() > cfg.z {
-                        screened[i] = true;
-                        found.push((i, z));
-                    }
-                }
-            }
-        }
-        for (i, z) in found.drain(..) {
-            flagged_here[i] = true;
-            inconsistent.push(Inconsistency {
-                key: origins[i].key.clone(),
-                depth: Depth::ALL[d],
-                z,
-                kind: InconsistencyKind::Majority,
-            });
-        }
-        for i in 0..m {
-            excluded[i] |= flagged_here[i];
-        }
-    }
-
-    // Pool the survivors.
-    let mut evidence = [Evidence::default(); Depth::COUNT];
-    let mut success_rate = [0.0; Depth::COUNT];
-    let mut total_n = 0.0;
-    for d in 0..Depth::COUNT {
-        let s2 = sigma[d] * sigma[d];
-        let mut sw = 0.0; // Σ ω_i, ω_i = w_i·n_i
-        let mut swm = 0.0;
-        let mut sws = 0.0;
-        let mut fe_w = 0.0; // inverse-variance weights n_i/σ²
-        let mut fe_wm = 0.0;
-        let mut fe_w2 = 0.0;
-        let mut within_ss = 0.0;
-        let mut within_df = 0.0;
-        let mut items: Vec<(f64, f64, f64)> = Vec::new(); // (ω, n, mean)
-        for i in 0..m {
-            if excluded[i] {
-                continue;
-            }
-            let Some(c) = cells[i][d] else { continue };
-            // Huber: survivors far from the centre keep less weight, which
-            // bounds what liars just inside the threshold can do.
-            let z = z_of[i][d].abs();
-            let huber = if z > cfg.huber { cfg.huber / z } else { 1.0 };
-            let omega = weight[i] * c.n_capped * huber;
-            sw += omega;
-            swm += omega * c.mean;
-            sws += omega * c.success;
-            let f = c.n_capped / s2;
-            fe_w += f;
-            fe_wm += f * c.mean;
-            fe_w2 += f * f;
-            if c.n >= 2.0 {
-                within_ss += c.sd * c.sd * (c.n_capped - 1.0).max(0.0);
-                within_df += (c.n_capped - 1.0).max(0.0);
-            }
-            items.push((omega, c.n_capped, c.mean));
-        }
-        if sw <= 0.0 {
-            continue;
-        }
-        let mean = swm / sw;
-        // Sampling noise of the survivors: their pooled within-origin
-        // variance once there is enough of it (the median-of-sds scale used
-        // for screening is biased low for small samples, which would make
-        // honest origins look heterogeneous).
-        let noise2 = if within_df >= 5.0 {
-            (within_ss / within_df).max(cfg.min_sd * cfg.min_sd)
-        } else {
-            s2
-        };
-        let rescale = s2 / noise2;
-        let tau2 = if cfg.random_effects && items.len() >= 2 {
-            let fe_mean = fe_wm / fe_w;
-            let q: f64 = items
-                .iter()
-                .map(|(_, n, mu)| n / noise2 * (mu - fe_mean).powi(2))
-                .sum();
-            let k = items.len() as f64;
-            let denom = (fe_w - fe_w2 / fe_w) * rescale;
-            // Only heterogeneity that is significant (Q above its 95% point,
-            // Wilson–Hilferty) widens the posterior: honest noise alone must
-            // not cost the collective its pooled evidence.
-            let df = k - 1.0;
-            let h = 2.0 / (9.0 * df);
-            let q_crit = df * (1.0 - h + 1.645 * h.sqrt()).powi(3);
-            if denom > 0.0 && q > q_crit {
-                ((q - df) / denom).max(0.0)
-            } else {
-                0.0
-            }
-        } else {
-            0.0
-        };
-        // Variance of the weighted mean: Σ ω²(σ²/n + τ²) / (Σ ω)².
-        let var: f64 = items
-            .iter()
-            .map(|(omega, n, _)| omega * omega * (noise2 / n + tau2))
-            .sum::<f64>()
-            / (sw * sw);
-        // Calibration guard: the efficient pooled mean and the robust centre
-        // differ by noise alone by more than 3·√(π/2−1)·sd only ~0.3% of
-        // the time; a larger gap means undetected contamination may be pulling the mean, so the gap is
-        // added to the uncertainty instead of being believed.
-        let gap = mean - centre_of[d];
-        let var = if cfg.guard && gap.is_finite() && gap.abs() > 3.0 * (0.5708 * var).sqrt() {
-            var + gap * gap
-        } else {
-            var
-        };
-        let n_eff = if var > 0.0 { noise2 / var } else { 0.0 };
-        let within = if within_df > 0.0 {
-            within_ss / within_df
-        } else {
-            s2
-        };
-        evidence[d] = Evidence {
-            n: n_eff,
-            mean,
-            ss: within * (n_eff - 1.0).max(0.0),
-        };
-        success_rate[d] = sws / sw;
-        total_n += n_eff;
-    }
-
-    let used = origins
-        .iter()
-        .enumerate()
-        .filter(|(i, o)| !excluded[*i] && weight[*i] > 0.0 && o.table.total() > 0)
-        .map(|(_, o)| o.key.clone())
-        .collect();
-    RobustAggregate {
-        evidence,
-        success_rate,
-        pattern_count: total_n.round().max(0.0) as u64,
-        inconsistent,
-        used,
-    }
 }
 
 /// Naive pooling: every origin's samples merged with equal weight.
@@ -815,6 +474,7 @@ pub fn resolve_insight_bodies(
                 weight: *weight,
                 anchor: *anchor,
                 newcomer: *newcomer,
+                bonus: 0.0,
             },
             claimed_best: body.insights.learned_preferences.optimal_quality_depth,
             claimed_confidence: body
@@ -863,6 +523,7 @@ mod tests {
             weight: 1.0,
             anchor: false,
             newcomer: false,
+            bonus: 0.0,
         }
     }
 
@@ -881,6 +542,7 @@ mod tests {
             PeerInsights {
                 source: "thor".into(),
                 weight: 2.0,
+                bonus: 0.0,
                 insights: vec![
                     insight("optimal_depth", "Use standard", 0.5, 20),
                     insight("atp", "x", 1.0, 3),
@@ -889,6 +551,7 @@ mod tests {
             PeerInsights {
                 source: "sprout".into(),
                 weight: 0.5,
+                bonus: 0.0,
                 insights: vec![insight("optimal_depth", "Use light", 0.2, 5)],
             },
         ];
@@ -1017,6 +680,7 @@ mod tests {
             weight: 1.0,
             anchor: false,
             newcomer: false,
+            bonus: 0.0,
         });
         let agg = robust_aggregate(&origins, &RobustConfig::default());
         // Without the cap the flood would own the deep estimate.

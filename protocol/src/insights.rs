@@ -11,7 +11,7 @@
 //! | `optimal_depth` | alias of the above (the prototypes' name) | the same |
 //! | `optimal_success_depth` | depth X has the highest success rate | P(X is best) under Beta(1+s, 1+f) posteriors |
 //! | `atp_efficiency` | X gives the most quality per ATP among depths that succeed at least half the time | P(X most efficient among those) · P(X's success rate ≥ 0.5) |
-//! | `optimal_mode` | mode M has the highest mean quality | P(M is best) over the modes (0 when no per-mode statistics were given) |
+//! | `optimal_mode` | mode M has the highest mean quality (mode names case-folded: `Deep` and `deep` are one mode) | P(M is best) over the modes (0 when no per-mode statistics were given) |
 //! | `depth_stability` | the best depth's quality sd is ≤ 0.2 ("stable") or > 0.2 ("unstable") | posterior probability of that claim (σ² scaled-inverse-χ², Jeffreys prior; 0 with < 2 samples) |
 //! | `system_performance` | the overall mean quality is m | P(true overall mean within ±0.05 of m) |
 //!
@@ -426,11 +426,14 @@ fn optimal_mode(
     prior: &Prior,
     mk: &dyn Fn(&str, String, u64, f64, String) -> Insight,
 ) -> Insight {
-    let mut known: Vec<(&String, &DepthStats)> = modes
-        .into_iter()
-        .flatten()
-        .filter(|(_, s)| !s.is_empty())
-        .collect();
+    // Mode names are case-folded: "Deep", "deep" and "DEEP" are one mode.
+    let mut folded: BTreeMap<String, DepthStats> = BTreeMap::new();
+    for (name, s) in modes.into_iter().flatten() {
+        if !s.is_empty() {
+            folded.entry(name.to_lowercase()).or_default().merge(s);
+        }
+    }
+    let mut known: Vec<(&String, &DepthStats)> = folded.iter().collect();
     if known.is_empty() {
         return mk(
             types::OPTIMAL_MODE,
@@ -682,6 +685,36 @@ mod tests {
         // No per-mode statistics: listed with confidence 0.
         let set = compute(&t, None, &Prior::default(), NOW);
         assert_eq!(conf(&set, types::OPTIMAL_MODE), 0.0);
+    }
+
+    #[test]
+    fn mode_names_are_case_folded() {
+        let mut good = DepthStats::default();
+        let mut bad = DepthStats::default();
+        for i in 0..30 {
+            good.add(0.8 + (i % 3) as f64 * 0.01, true, 1.0);
+            bad.add(0.4 + (i % 3) as f64 * 0.01, false, 1.0);
+        }
+        let mut modes = BTreeMap::new();
+        modes.insert("Verifying".to_string(), good);
+        modes.insert("VERIFYING".to_string(), good);
+        modes.insert("verifying".to_string(), good);
+        modes.insert("exploring".to_string(), bad);
+        let t = table(&[(Depth::Deep, &[0.7; 5], 20.0)]);
+        let set = compute(&t, Some(&modes), &Prior::default(), NOW);
+        let m = set.get(types::OPTIMAL_MODE).unwrap();
+        assert!(
+            m.description.starts_with("verifying mode"),
+            "{}",
+            m.description
+        );
+        assert!(
+            m.description.contains("over 90 samples"),
+            "{}",
+            m.description
+        );
+        assert_eq!(m.recommendation, "prefer verifying mode");
+        assert_eq!(m.evidence_count, 120);
     }
 
     #[test]

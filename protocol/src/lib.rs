@@ -12,6 +12,7 @@
 pub mod aggregate;
 pub mod codec;
 pub mod insights;
+pub mod policy;
 pub mod posterior;
 pub mod record;
 pub mod reputation;

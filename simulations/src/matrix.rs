@@ -12,6 +12,8 @@ pub struct Cell {
     pub adversary: Adversary,
     pub aggregation: Aggregation,
     pub strategy: StrategyKind,
+    /// Open mesh: every peer a stranger, nobody trusted (`SimConfig::open`).
+    pub open: bool,
 }
 
 impl Cell {
@@ -21,8 +23,18 @@ impl Cell {
             adversary: self.adversary,
             aggregation: self.aggregation,
             strategy: self.strategy,
+            open: self.open,
             ..*base
         }
+    }
+}
+
+/// `Summary::mesh` of a cell: `strangers` (open mesh) or `members`.
+pub fn mesh_name(open: bool) -> &'static str {
+    if open {
+        "strangers"
+    } else {
+        "members"
     }
 }
 
@@ -33,6 +45,8 @@ pub struct Summary {
     pub adversary: String,
     pub aggregation: &'static str,
     pub strategy: &'static str,
+    /// `strangers` (open mesh, default trust) or `members` (established).
+    pub mesh: &'static str,
     pub runs: usize,
     /// Median rounds until node 0 named the true best with P ≥ target
     /// (censored runs count as `max_rounds`).
@@ -50,8 +64,8 @@ pub struct Summary {
     pub median_rounds_easy: f64,
 }
 
-/// The adversary cases of the matrix, in report order (names as in
-/// `Summary::adversary`).
+/// The adversary cases of the members' matrix, in report order (names as
+/// in `Summary::adversary`).
 pub const ADVERSARY_CASES: [&str; 7] = [
     "liars10",
     "liars30",
@@ -59,7 +73,20 @@ pub const ADVERSARY_CASES: [&str; 7] = [
     "camouflaged30",
     "flooders10",
     "flooders30",
-    "sybil",
+    "sybil20",
+];
+
+/// The cases of the open-mesh (strangers) matrix at N = 10, in report order.
+pub const OPEN_CASES: [&str; 9] = [
+    "none",
+    "liars10",
+    "liars30",
+    "camouflaged10",
+    "camouflaged30",
+    "sybil30",
+    "flooders10",
+    "flooders30",
+    "heavy30x",
 ];
 
 pub fn median(v: &mut [f64]) -> f64 {
@@ -132,6 +159,7 @@ pub fn summarize(cell: &Cell, base: &SimConfig, results: &[RunResult]) -> Summar
         adversary: cell.adversary.label(),
         aggregation: cell.aggregation.name(),
         strategy: cell.strategy.name(),
+        mesh: mesh_name(cell.open),
         runs: results.len(),
         median_rounds: rounds(&|_| true),
         reached: results
@@ -151,20 +179,33 @@ pub fn summarize(cell: &Cell, base: &SimConfig, results: &[RunResult]) -> Summar
     }
 }
 
-/// The standard matrix: honest meshes N = 1, 3, 5, 10, 20 (every mode and
-/// strategy), and at N = 10 every adversary at 10% and 30% plus the Sybil
-/// swarm (2N fresh identities), every mode and strategy.
-pub fn standard_cells() -> Vec<Cell> {
+/// The standard matrix. Members (established peers): honest meshes N = 1,
+/// 3, 5, 10, 20 (every mode and strategy), and at N = 10 every adversary at
+/// 10% and 30% plus a Sybil swarm (2N fresh identities, one trusted honest
+/// peer), every mode and strategy. Strangers (the open mesh, default trust):
+/// honest meshes N = 1, 3, 5, 10, 20 and, at N = 10, liars, camouflaged
+/// liars and flooders at 10% and 30%, a Sybil swarm of 3N identities and
+/// honest nodes with 30× the volume ([`OPEN_CASES`]), robust mode and the
+/// posterior strategy, plus the naive and seed modes under liars and Sybils.
+/// `quick` keeps only the posterior strategy in the members' matrix.
+pub fn standard_cells(quick: bool) -> Vec<Cell> {
+    let strategies: &[StrategyKind] = if quick {
+        &[StrategyKind::Posterior]
+    } else {
+        &StrategyKind::ALL
+    };
     let mut cells = Vec::new();
+    let cell = |honest, adversary, aggregation, strategy, open| Cell {
+        honest,
+        adversary,
+        aggregation,
+        strategy,
+        open,
+    };
     for honest in [1, 3, 5, 10, 20] {
         for aggregation in Aggregation::ALL {
-            for strategy in StrategyKind::ALL {
-                cells.push(Cell {
-                    honest,
-                    adversary: Adversary::None,
-                    aggregation,
-                    strategy,
-                });
+            for strategy in strategies {
+                cells.push(cell(honest, Adversary::None, aggregation, *strategy, false));
             }
         }
     }
@@ -185,14 +226,50 @@ pub fn standard_cells() -> Vec<Cell> {
     ];
     for adversary in advs {
         for aggregation in Aggregation::ALL {
-            for strategy in StrategyKind::ALL {
-                cells.push(Cell {
-                    honest: 10,
-                    adversary,
-                    aggregation,
-                    strategy,
-                });
+            for strategy in strategies {
+                cells.push(cell(10, adversary, aggregation, *strategy, false));
             }
+        }
+    }
+    // The open mesh.
+    let post = StrategyKind::Posterior;
+    for honest in [1, 3, 5, 10, 20] {
+        cells.push(cell(
+            honest,
+            Adversary::None,
+            Aggregation::Robust,
+            post,
+            true,
+        ));
+    }
+    let open_advs = [
+        Adversary::Liars { fraction: 0.1 },
+        Adversary::Liars { fraction: 0.3 },
+        Adversary::Camouflaged { fraction: 0.1 },
+        Adversary::Camouflaged { fraction: 0.3 },
+        Adversary::Sybil { identities: 30 },
+        Adversary::Flooders {
+            fraction: 0.1,
+            per_round: 20,
+        },
+        Adversary::Flooders {
+            fraction: 0.3,
+            per_round: 20,
+        },
+        Adversary::Heavy {
+            fraction: 0.3,
+            factor: 30,
+        },
+    ];
+    for adversary in open_advs {
+        cells.push(cell(10, adversary, Aggregation::Robust, post, true));
+    }
+    for adversary in [
+        Adversary::Liars { fraction: 0.3 },
+        Adversary::Sybil { identities: 30 },
+    ] {
+        for aggregation in [Aggregation::Naive, Aggregation::SeedWeighting] {
+            cells.push(cell(10, adversary, aggregation, post, true));
         }
     }
     cells

@@ -74,7 +74,7 @@ where
     Ok(())
 }
 
-/// The summary of one cell of the matrix, if it was run.
+/// The summary of one cell of the members' matrix, if it was run.
 pub fn find<'a>(
     s: &'a [Summary],
     honest: usize,
@@ -82,8 +82,24 @@ pub fn find<'a>(
     agg: &str,
     strat: &str,
 ) -> Option<&'a Summary> {
+    find_in(s, "members", honest, adv, agg, strat)
+}
+
+/// The summary of one cell of the `mesh` (`members` or `strangers`) matrix.
+pub fn find_in<'a>(
+    s: &'a [Summary],
+    mesh: &str,
+    honest: usize,
+    adv: &str,
+    agg: &str,
+    strat: &str,
+) -> Option<&'a Summary> {
     s.iter().find(|x| {
-        x.honest == honest && x.adversary == adv && x.aggregation == agg && x.strategy == strat
+        x.mesh == mesh
+            && x.honest == honest
+            && x.adversary == adv
+            && x.aggregation == agg
+            && x.strategy == strat
     })
 }
 

@@ -10,10 +10,12 @@
 //! into a view with its aggregation mode. Node 0 is observed: after each
 //! round its P(best) is checked against the confidence target.
 
-use metamesh_protocol::aggregate::{
-    best_of, robust_aggregate, seed_weighted_pool, OriginEvidence, RobustConfig,
-};
+use metamesh_protocol::aggregate::{best_of, seed_weighted_pool, OriginEvidence, RobustConfig};
+use metamesh_protocol::policy::{self, Role};
 use metamesh_protocol::posterior::{norm_cdf, prob_best, Belief, Prior};
+use metamesh_protocol::reputation::{
+    self, ReputationEvent, ReputationPolicy, ReputationState, Trust,
+};
 use metamesh_protocol::strategy::{DepthStrategy, LearningView, Legion, Posterior, Thor};
 use metamesh_protocol::{Depth, DepthTable, Pattern, SignedRecord};
 use rand::{Rng, SeedableRng};
@@ -31,7 +33,8 @@ pub enum Aggregation {
     /// The protocol document's reputation weights (0.5–2.0) over pooled
     /// records, nothing else.
     SeedWeighting,
-    /// `metamesh_protocol::aggregate::robust_aggregate`.
+    /// The protocol's learning policy, `metamesh_protocol::policy` (the
+    /// same functions the node calls).
     Robust,
 }
 
@@ -77,6 +80,12 @@ pub enum Adversary {
         fraction: f64,
         per_round: usize,
     },
+    /// No adversary: a `fraction` of the honest nodes (never node 0, the
+    /// observed one) record `factor` honest outcomes per round instead of one.
+    Heavy {
+        fraction: f64,
+        factor: usize,
+    },
 }
 
 impl Adversary {
@@ -85,8 +94,9 @@ impl Adversary {
             Adversary::None => "none".into(),
             Adversary::Liars { fraction } => format!("liars{:.0}", fraction * 100.0),
             Adversary::Camouflaged { fraction } => format!("camouflaged{:.0}", fraction * 100.0),
-            Adversary::Sybil { .. } => "sybil".into(),
+            Adversary::Sybil { identities } => format!("sybil{identities}"),
             Adversary::Flooders { fraction, .. } => format!("flooders{:.0}", fraction * 100.0),
+            Adversary::Heavy { factor, .. } => format!("heavy{factor}x"),
         }
     }
 
@@ -95,7 +105,7 @@ impl Adversary {
     pub fn count(&self, honest: usize) -> usize {
         let of_mesh = |f: f64| ((f * honest as f64 / (1.0 - f)).round() as usize).max(1);
         match *self {
-            Adversary::None => 0,
+            Adversary::None | Adversary::Heavy { .. } => 0,
             Adversary::Liars { fraction }
             | Adversary::Camouflaged { fraction }
             | Adversary::Flooders { fraction, .. } => of_mesh(fraction),
@@ -105,6 +115,17 @@ impl Adversary {
 
     fn newcomers(&self) -> bool {
         matches!(self, Adversary::Sybil { .. })
+    }
+
+    /// How many honest nodes (1..) record `factor` outcomes per round.
+    fn heavy(&self, honest: usize) -> (usize, usize) {
+        match *self {
+            Adversary::Heavy { fraction, factor } => (
+                ((fraction * honest as f64).round() as usize).min(honest.saturating_sub(1)),
+                factor.max(1),
+            ),
+            _ => (0, 1),
+        }
     }
 }
 
@@ -163,6 +184,12 @@ pub struct SimConfig {
     pub resync: usize,
     /// Sign (and verify) the first record of every origin with its real key.
     pub sign_sample: bool,
+    /// Open mesh: every peer (honest or not) is a stranger — a fresh
+    /// reputation state, nobody operator-trusted — as for a real node with
+    /// the default configuration. Otherwise peers are established members
+    /// (score 30, weeks old) and, with a Sybil attack, honest node 1 is
+    /// operator-trusted.
+    pub open: bool,
     /// Parameters of the robust mode.
     pub robust: RobustConfig,
 }
@@ -182,6 +209,7 @@ impl Default for SimConfig {
             loss: 0.05,
             resync: 5,
             sign_sample: true,
+            open: false,
             robust: RobustConfig::default(),
         }
     }
@@ -210,101 +238,82 @@ pub struct RunResult {
     pub signed_checked: usize,
 }
 
-/// Per-origin standing as node 0 (and every honest node) sees it.
-#[derive(Clone, Copy)]
-struct Standing {
-    score: f64,
-    anchor: bool,
-    newcomer: bool,
-}
-
-fn table_weight(score: f64) -> f64 {
-    metamesh_protocol::reputation::learning_weight(score)
-}
-
-/// Score below which an origin is treated as hostile (weight 0).
-const HOSTILE_SCORE: f64 = -50.0;
-/// Reputation cost of one inconsistent evaluation.
-const INCONSISTENT_DELTA: f64 = -10.0;
-/// Reputation regained per consistent evaluation.
-const RECOVERY_DELTA: f64 = 0.5;
-/// Score of established members (good: weight 1.5).
+/// Seconds of simulated time per round (the node charges inconsistency at
+/// most once every 30 s; a round is one decision of every node).
+pub const ROUND_SECS: f64 = 60.0;
+/// Score of established members (good).
 const ESTABLISHED_SCORE: f64 = 30.0;
+
+/// The reputation state of an established member at `now`: weeks old, many
+/// valid records, score 30.
+fn established(now: f64) -> ReputationState {
+    let mut s = ReputationState::new(now - 30.0 * 86_400.0);
+    s.counters.insert(ReputationEvent::ValidPattern, 10_000);
+    s.score = ESTABLISHED_SCORE;
+    s.last_update = now;
+    s
+}
 
 struct Node {
     strategy: Box<dyn DepthStrategy>,
     /// Per-origin statistics received (own origin included).
     tables: Vec<DepthTable>,
-    standing: Vec<Standing>,
+    /// This node's reputation state of every origin (the real rules).
+    rep: Vec<ReputationState>,
+    /// What the operator configured for every origin.
+    trust: Vec<Trust>,
     view: LearningView,
 }
 
-/// Build the learning view of a node under an aggregation mode; also
-/// applies the reputation consequence of inconsistencies (robust mode).
+/// Build a node's learning view under an aggregation mode. Every mode sees
+/// the same per-origin say — the protocol's `policy::say` from the real
+/// reputation standing; the robust mode aggregates with the protocol's
+/// learning policy and charges the origins it names, as the node does.
 fn aggregate_view(
     me: usize,
-    tables: &[DepthTable],
-    standing: &mut [Standing],
+    node: &mut Node,
     mode: Aggregation,
     cfg: &RobustConfig,
+    now: f64,
     prior: Prior,
 ) -> LearningView {
-    match mode {
-        Aggregation::Naive => {
-            let mut t = DepthTable::default();
-            for x in tables {
-                t.merge(x);
-            }
-            LearningView::from_table(&t, prior)
+    let rep_policy = ReputationPolicy::default();
+    if mode == Aggregation::Naive {
+        let mut t = DepthTable::default();
+        for x in &node.tables {
+            t.merge(x);
         }
-        Aggregation::SeedWeighting | Aggregation::Robust => {
-            let origins: Vec<OriginEvidence<usize>> = tables
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| t.total() > 0)
-                .map(|(i, t)| {
-                    let s = standing[i];
-                    let mut weight = if s.anchor { 2.0 } else { table_weight(s.score) };
-                    if i == me {
-                        weight = table_weight(ESTABLISHED_SCORE);
-                    }
-                    if s.newcomer && mode == Aggregation::Robust {
-                        weight = weight.min(1.0);
-                    }
-                    if mode == Aggregation::Robust && s.score <= HOSTILE_SCORE && !s.anchor {
-                        weight = 0.0;
-                    }
-                    OriginEvidence {
-                        key: i,
-                        table: *t,
-                        weight,
-                        anchor: s.anchor || i == me,
-                        newcomer: s.newcomer,
-                    }
-                })
-                .collect();
-            let agg = if mode == Aggregation::Robust {
-                let agg = robust_aggregate(&origins, cfg);
-                let mut hit: Vec<usize> = agg.inconsistent.iter().map(|x| x.key).collect();
-                hit.sort_unstable();
-                hit.dedup();
-                for (k, s) in standing.iter_mut().enumerate() {
-                    if hit.binary_search(&k).is_ok() {
-                        s.score += INCONSISTENT_DELTA;
-                    } else if s.score > HOSTILE_SCORE && s.score < ESTABLISHED_SCORE && !s.newcomer
-                    {
-                        // Consistent behaviour slowly earns back standing
-                        // (honest origins hit by a rare false alarm recover).
-                        s.score = (s.score + RECOVERY_DELTA).min(ESTABLISHED_SCORE);
-                    }
-                }
-                agg
-            } else {
-                seed_weighted_pool(&origins)
-            };
-            agg.view(prior)
-        }
+        return LearningView::from_table(&t, prior);
     }
+    let origins: Vec<OriginEvidence<usize>> = node
+        .tables
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| t.total() > 0 || *i == me)
+        .map(|(i, t)| {
+            let standing = reputation::standing(&node.rep[i], node.trust[i], now, &rep_policy);
+            let role = if i == me {
+                Role::SelfNode
+            } else if node.trust[i] == Trust::Trusted {
+                Role::Anchor
+            } else {
+                Role::Peer
+            };
+            policy::origin_evidence(i, *t, policy::say(role, &standing))
+        })
+        .collect();
+    let agg = if mode == Aggregation::Robust {
+        let agg = policy::robust_aggregate(&origins, cfg);
+        for (k, event) in policy::charged(&agg) {
+            if k != me {
+                reputation::apply(&mut node.rep[k], event, now, &rep_policy);
+            }
+        }
+        agg
+    } else {
+        seed_weighted_pool(&origins)
+    };
+    agg.view(prior)
 }
 
 /// Cheap upper bound of P(best) for the leading depth: P(leader beats the
@@ -379,34 +388,43 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunResult {
     let best = env.best();
     let second = env.second();
     let worst = env.worst();
-    let now = 1_800_000_000.0;
+    let t0 = 1_800_000_000.0;
+    let now = t0;
 
-    // Who is trusted: with a Sybil attack, honest peer 1 (the operator's
-    // configured trusted peer); otherwise nobody but oneself.
-    let trusted = matches!(cfg.adversary, Adversary::Sybil { .. }) && honest >= 2;
+    // Who is trusted: in a members' mesh under a Sybil attack, honest peer 1
+    // (the operator's configured trusted peer); otherwise nobody but oneself.
+    let trusted = !cfg.open && matches!(cfg.adversary, Adversary::Sybil { .. }) && honest >= 2;
     let mut nodes: Vec<Node> = (0..honest)
         .map(|me| {
-            let standing = (0..origins)
-                .map(|o| Standing {
-                    score: ESTABLISHED_SCORE,
-                    anchor: o == me || (trusted && o == 1),
-                    newcomer: o >= honest && cfg.adversary.newcomers(),
-                })
-                .map(|mut s| {
-                    if s.newcomer {
-                        s.score = 0.0;
+            let rep = (0..origins)
+                .map(|o| {
+                    let fresh = cfg.open || (o >= honest && cfg.adversary.newcomers());
+                    if fresh || o == me {
+                        ReputationState::new(now)
+                    } else {
+                        established(now)
                     }
-                    s
+                })
+                .collect();
+            let trust = (0..origins)
+                .map(|o| {
+                    if trusted && o == 1 && me != 1 {
+                        Trust::Trusted
+                    } else {
+                        Trust::Default
+                    }
                 })
                 .collect();
             Node {
                 strategy: cfg.strategy.build(),
                 tables: vec![DepthTable::default(); origins],
-                standing,
+                rep,
+                trust,
                 view: LearningView::from_table(&DepthTable::default(), prior),
             }
         })
         .collect();
+    let (heavy, heavy_factor) = cfg.adversary.heavy(honest);
 
     let mut signed_checked = 0;
     if cfg.sign_sample {
@@ -443,13 +461,21 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunResult {
         for t in produced[slot].iter_mut() {
             *t = DepthTable::default();
         }
+        let now = t0 + round as f64 * ROUND_SECS;
         // Honest decisions.
         for (me, node) in nodes.iter_mut().enumerate() {
             let atp = rng.gen_range(0.0..ATP_MAX);
             let choice = node.strategy.choose(&node.view, atp, &mut rng);
-            let (q, ok, cost) = env.draw(choice.depth, &mut rng);
-            produced[slot][me].0[choice.depth.index()].add(q, ok, cost);
-            node.tables[me].0[choice.depth.index()].add(q, ok, cost);
+            let outcomes = if me >= 1 && me <= heavy {
+                heavy_factor
+            } else {
+                1
+            };
+            for _ in 0..outcomes {
+                let (q, ok, cost) = env.draw(choice.depth, &mut rng);
+                produced[slot][me].0[choice.depth.index()].add(q, ok, cost);
+                node.tables[me].0[choice.depth.index()].add(q, ok, cost);
+            }
             if round <= cfg.budget {
                 regret_sum += env.best_affordable_mean(atp) - env.mean(choice.depth);
                 regret_n += 1;
@@ -460,7 +486,7 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunResult {
             let o = honest + a;
             let t = &mut produced[slot][o];
             match cfg.adversary {
-                Adversary::None => {}
+                Adversary::None | Adversary::Heavy { .. } => {}
                 Adversary::Liars { .. } | Adversary::Sybil { .. } => {
                     if rng.gen_bool(0.5) {
                         let q = quality_around(env.mean(best) + 0.1, QUALITY_SD, &mut rng);
@@ -510,22 +536,25 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunResult {
         }
         // Deliver what arrives now (sent in earlier rounds).
         let due_slot = (round + 1) % ring;
+        let rep_policy = ReputationPolicy::default();
         for (r, o, p) in &arrivals[due_slot] {
             let t = produced[*p as usize % ring][*o as usize];
-            nodes[*r as usize].tables[*o as usize].merge(&t);
+            let node = &mut nodes[*r as usize];
+            node.tables[*o as usize].merge(&t);
+            // Each record passed validation: the same event the node applies.
+            reputation::apply_n(
+                &mut node.rep[*o as usize],
+                ReputationEvent::ValidPattern,
+                t.total().min(100),
+                now,
+                &rep_policy,
+            );
         }
         arrivals[due_slot].clear();
 
         // Views for the next round.
         for (me, node) in nodes.iter_mut().enumerate() {
-            node.view = aggregate_view(
-                me,
-                &node.tables,
-                &mut node.standing,
-                cfg.aggregation,
-                &rcfg,
-                prior,
-            );
+            node.view = aggregate_view(me, node, cfg.aggregation, &rcfg, now, prior);
         }
 
         // Observe node 0.

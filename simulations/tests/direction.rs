@@ -26,6 +26,7 @@ fn cell(
         adversary,
         aggregation,
         strategy,
+        open: false,
     };
     let b = base();
     let r = run_cell(&c, &b, seeds, 2);

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use libp2p::PeerId;
 use metamesh_exchange::io::Input;
-use metamesh_protocol::aggregate::{robust_aggregate, RobustAggregate, RobustConfig};
+use metamesh_protocol::aggregate::RobustAggregate;
+use metamesh_protocol::policy::{self, Role};
 use metamesh_protocol::posterior::Prior;
 use metamesh_protocol::reputation::{ReputationEvent, Trust};
 use metamesh_protocol::{insights, Depth, DepthTable};
@@ -30,11 +31,7 @@ pub struct Weights {
 impl Weights {
     pub fn get(&self, origin: &PeerId) -> OriginWeight {
         if *origin == self.me {
-            return OriginWeight {
-                weight: 1.0,
-                anchor: true,
-                newcomer: false,
-            };
+            return policy::self_say(1.0);
         }
         self.known.get(origin).copied().unwrap_or(self.unknown)
     }
@@ -42,7 +39,7 @@ impl Weights {
     /// Blocking: every stored origin's evidence, aggregated robustly.
     pub fn collective(&self, store: &metamesh_storage::Store) -> RobustAggregate<PeerId> {
         let ev = learning::origin_evidence(store, &self.me, &|p| self.get(p));
-        robust_aggregate(&ev, &RobustConfig::default())
+        learning::aggregate(&ev)
     }
 
     /// Blocking: the aggregation with what the API reports about it.
@@ -67,11 +64,12 @@ impl Actor {
     fn weight_of(&self, origin: &PeerId, now: f64) -> OriginWeight {
         let is_parent = self.sh.parent.as_ref().is_some_and(|(p, _)| p == origin);
         let s = self.core.standing(origin, now);
-        OriginWeight {
-            weight: s.weight,
-            anchor: is_parent || self.core.config().trust(origin) == Trust::Trusted,
-            newcomer: s.newcomer && !is_parent,
-        }
+        let role = if is_parent || self.core.config().trust(origin) == Trust::Trusted {
+            Role::Anchor
+        } else {
+            Role::Peer
+        };
+        policy::say(role, &s)
     }
 
     /// Snapshot the weights of every origin we hold or know.
@@ -102,7 +100,7 @@ impl Actor {
 
     /// Recompute the collective belief when the store changed (one
     /// computation at a time, on the pool) and report a change; every
-    /// [`CONSISTENCY_TICKS`], charge the origins it excluded as inconsistent.
+    /// [`CONSISTENCY_TICKS`], charge the origins our own evidence contradicts.
     pub(super) fn check_collective(&mut self, tick: u64) {
         let penalise = tick.is_multiple_of(CONSISTENCY_TICKS);
         if self.collective.running || (!self.collective.stale && !penalise) {
@@ -114,7 +112,8 @@ impl Actor {
         self.job(
             move |sh: &Shared| {
                 let agg = w.collective(&sh.store);
-                let bad: Vec<PeerId> = agg.inconsistent.iter().map(|i| i.key).collect();
+                // Only origins the node's own evidence contradicts are charged.
+                let bad = learning::charged(&agg);
                 let p = agg.prob_best(&Prior::default());
                 sh.metrics
                     .set_prob_best(&Depth::ALL.iter().copied().zip(p).collect::<Vec<_>>());

@@ -1,6 +1,6 @@
 //! Origin weights for the offline commands, from the configuration's trust
 //! settings and the reputation states the node persisted — the same rule
-//! as the running node's (`Node::origin_weight` in service.rs): this node
+//! as the running node's (`Node::origin_weight`): this node
 //! and the configured parent are anchors (the parent never a newcomer),
 //! operator-trusted peers are anchors, every weight comes from
 //! `reputation::standing` under the configured trust (denied: weight 0,
@@ -11,7 +11,7 @@ use metamesh_protocol::reputation::Trust;
 use metamesh_storage::Store;
 
 use crate::config::Config;
-use crate::learning::OriginWeight;
+use crate::learning::{OriginWeight, Role};
 use crate::pipeline::ReputationBook;
 
 /// The reputation book a node with `cfg` would start with on `store`.
@@ -32,19 +32,15 @@ pub fn origin_weights(
     let parent = cfg.parent_peer().map(|(p, _)| p);
     move |origin: &PeerId| {
         if *origin == me {
-            return OriginWeight {
-                weight: 1.0,
-                anchor: true,
-                newcomer: false,
-            };
+            return metamesh_protocol::policy::self_say(1.0);
         }
         let is_parent = parent.as_ref() == Some(origin);
-        let s = book.standing(origin, now);
-        OriginWeight {
-            weight: s.weight,
-            anchor: is_parent || book.trust(origin) == Trust::Trusted,
-            newcomer: s.newcomer && !is_parent,
-        }
+        let role = if is_parent || book.trust(origin) == Trust::Trusted {
+            Role::Anchor
+        } else {
+            Role::Peer
+        };
+        metamesh_protocol::policy::say(role, &book.standing(origin, now))
     }
 }
 

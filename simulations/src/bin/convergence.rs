@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use metamesh_simulations::matrix::{run_cell, standard_cells, summarize, Summary};
+use metamesh_simulations::matrix::{
+    run_cell, standard_cells, summarize, Summary, ADVERSARY_CASES, OPEN_CASES,
+};
 use metamesh_simulations::plot;
 use metamesh_simulations::SimConfig;
 
@@ -44,6 +46,10 @@ struct Args {
     /// Extra rounds until a lost record is repaired by anti-entropy sync.
     #[arg(long, default_value_t = 5)]
     resync: usize,
+    /// Only the posterior strategy in the members' matrix (the legion/thor
+    /// comparison keys are then NaN) — about a third of the cells.
+    #[arg(long)]
+    quick: bool,
 }
 
 fn main() -> Result<()> {
@@ -68,18 +74,19 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let started = Instant::now();
-    let cells = standard_cells();
+    let cells = standard_cells(args.quick);
     let mut summaries = Vec::with_capacity(cells.len());
     let mut runs_csv = String::from(
-        "honest,adversary,aggregation,strategy,seed,hard,first_confident,first_confident_correct,rounds_to_correct,correct_at_budget,confidence_at_budget,regret,rounds,signed_checked\n",
+        "mesh,honest,adversary,aggregation,strategy,seed,hard,first_confident,first_confident_correct,rounds_to_correct,correct_at_budget,confidence_at_budget,regret,rounds,signed_checked\n",
     );
     for (i, cell) in cells.iter().enumerate() {
         let results = run_cell(cell, &base, args.seeds, threads);
         let s = summarize(cell, &base, &results);
         eprintln!(
-            "[{:>3}/{}] N={:<2} {:<14} {:<14} {:<9} median rounds {:>6.1}  wrong {:.3}  accuracy {:.3}  regret {:.4}",
+            "[{:>3}/{}] {:<9} N={:<2} {:<14} {:<14} {:<9} median rounds {:>6.1}  wrong {:.3}  accuracy {:.3}  regret {:.4}",
             i + 1,
             cells.len(),
+            s.mesh,
             s.honest,
             s.adversary,
             s.aggregation,
@@ -92,7 +99,8 @@ fn main() -> Result<()> {
         for r in &results {
             let opt = |v: Option<usize>| v.map_or(String::new(), |x| x.to_string());
             runs_csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{:.6},{:.6},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6},{},{}\n",
+                s.mesh,
                 s.honest,
                 s.adversary,
                 s.aggregation,
@@ -115,11 +123,12 @@ fn main() -> Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
 
     let mut csv = String::from(
-        "honest,adversary,aggregation,strategy,runs,median_rounds,median_rounds_hard,median_rounds_easy,reached,wrong_rate,accuracy,regret\n",
+        "mesh,honest,adversary,aggregation,strategy,runs,median_rounds,median_rounds_hard,median_rounds_easy,reached,wrong_rate,accuracy,regret\n",
     );
     for s in &summaries {
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{:.4},{:.4},{:.4},{:.6}\n",
+            "{},{},{},{},{},{},{},{},{},{:.4},{:.4},{:.4},{:.6}\n",
+            s.mesh,
             s.honest,
             s.adversary,
             s.aggregation,
@@ -151,7 +160,7 @@ fn main() -> Result<()> {
         }
     }
     let mut adversarial = serde_json::Map::new();
-    for adv in metamesh_simulations::matrix::ADVERSARY_CASES {
+    for adv in ADVERSARY_CASES {
         for agg in ["naive", "seed_weighting", "robust"] {
             if let Some(s) = get(10, adv, agg, "posterior") {
                 adversarial.insert(
@@ -161,7 +170,62 @@ fn main() -> Result<()> {
             }
         }
     }
+    // The open mesh (strangers, default trust).
+    let open = |h, adv, agg, f: fn(&Summary) -> f64| {
+        plot::find_in(&summaries, "strangers", h, adv, agg, "posterior").map_or(f64::NAN, f)
+    };
+    let alone_open = open(1, "none", "robust", |s| s.median_rounds);
+    let regret_alone = open(1, "none", "robust", |s| s.regret);
+    let mut speedups_open = serde_json::Map::new();
+    for n in [3usize, 5, 10, 20] {
+        let v = alone_open / open(n, "none", "robust", |s| s.median_rounds);
+        speedups_open.insert(format!("n{n}_robust"), serde_json::json!(v));
+    }
+    let mut open_cases = serde_json::Map::new();
+    for adv in OPEN_CASES {
+        for agg in ["naive", "seed_weighting", "robust"] {
+            if let Some(s) = plot::find_in(&summaries, "strangers", 10, adv, agg, "posterior") {
+                open_cases.insert(
+                    format!("{adv}_{agg}"),
+                    serde_json::json!({"accuracy": s.accuracy, "wrong_rate": s.wrong_rate,
+                        "median_rounds": s.median_rounds, "regret": s.regret,
+                        "regret_vs_alone": s.regret / regret_alone}),
+                );
+            }
+        }
+    }
+    // Worst regret of any adversarial cell (robust mode, posterior, N = 10,
+    // either mesh) relative to one node learning alone.
+    let (worst_cell, worst_regret) = summaries
+        .iter()
+        .filter(|s| {
+            s.honest == 10
+                && s.adversary != "none"
+                && s.aggregation == "robust"
+                && s.strategy == "posterior"
+        })
+        .map(|s| (format!("{}_{}", s.adversary, s.mesh), s.regret))
+        .fold((String::new(), f64::NAN), |a, b| {
+            if a.1.is_nan() || b.1 > a.1 {
+                b
+            } else {
+                a
+            }
+        });
     let out = serde_json::json!({
+        "speedup_n10_strangers": alone_open / open(10, "none", "robust", |s| s.median_rounds),
+        "wrong_rate_n10_strangers": open(10, "none", "robust", |s| s.wrong_rate),
+        "median_rounds_alone_strangers": alone_open,
+        "median_rounds_n10_strangers": open(10, "none", "robust", |s| s.median_rounds),
+        "accuracy_liars30_strangers": open(10, "liars30", "robust", |s| s.accuracy),
+        "accuracy_camouflaged30_strangers": open(10, "camouflaged30", "robust", |s| s.accuracy),
+        "accuracy_sybil3x_strangers": open(10, "sybil30", "robust", |s| s.accuracy),
+        "accuracy_flooders30_strangers": open(10, "flooders30", "robust", |s| s.accuracy),
+        "accuracy_heavy30x_strangers": open(10, "heavy30x", "robust", |s| s.accuracy),
+        "regret_ratio_worst_adversary_vs_alone": worst_regret / regret_alone,
+        "worst_adversary_cell": worst_cell,
+        "speedups_strangers_posterior": speedups_open,
+        "open_mesh_n10_posterior": open_cases,
         "seeds_per_cell": args.seeds,
         "cells": summaries.len(),
         "elapsed_secs": elapsed,
@@ -175,9 +239,9 @@ fn main() -> Result<()> {
         "accuracy_liars30_robust": metric(10, "liars30", "robust", "posterior", |s| s.accuracy),
         "accuracy_liars30_naive": metric(10, "liars30", "naive", "posterior", |s| s.accuracy),
         "accuracy_liars30_seed_weighting": metric(10, "liars30", "seed_weighting", "posterior", |s| s.accuracy),
-        "accuracy_sybil_robust": metric(10, "sybil", "robust", "posterior", |s| s.accuracy),
-        "accuracy_sybil_naive": metric(10, "sybil", "naive", "posterior", |s| s.accuracy),
-        "accuracy_sybil_seed_weighting": metric(10, "sybil", "seed_weighting", "posterior", |s| s.accuracy),
+        "accuracy_sybil_robust": metric(10, "sybil20", "robust", "posterior", |s| s.accuracy),
+        "accuracy_sybil_naive": metric(10, "sybil20", "naive", "posterior", |s| s.accuracy),
+        "accuracy_sybil_seed_weighting": metric(10, "sybil20", "seed_weighting", "posterior", |s| s.accuracy),
         "regret_posterior": regret("posterior"),
         "regret_legion": regret("legion"),
         "regret_thor": regret("thor"),
