@@ -166,6 +166,7 @@ fn evidence(table: &DepthTable) -> OriginEvidence<u32> {
         weight: 1.0,
         anchor: true,
         newcomer: false,
+        bonus: 0.0,
     }
 }
 
