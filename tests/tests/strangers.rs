@@ -33,7 +33,7 @@ async fn one_and_a_thousand_patterns_use_each_other() {
     .await;
 
     let (big_id, small_id) = (big.n().peer_id(), small.n().peer_id());
-    let view_small = small.n().node.collective();
+    let view_small = small.n().node.collective().await.unwrap();
     assert!(
         view_small.used.contains(&big_id),
         "{:?}",
@@ -42,17 +42,30 @@ async fn one_and_a_thousand_patterns_use_each_other() {
     assert!(view_small.used.contains(&small_id));
     for d in Depth::ALL {
         assert!(
-            view_small.evidence[d.index()].n > small.n().node.local_table().get(d).n as f64,
+            view_small.evidence[d.index()].n
+                > small
+                    .n()
+                    .node
+                    .store()
+                    .stats_of(&small.n().peer_id())
+                    .get(d)
+                    .n as f64,
             "{d}: the small node's collective evidence exceeds its own"
         );
     }
-    let view_big = big.n().node.collective();
+    let view_big = big.n().node.collective().await.unwrap();
     assert!(
         view_big.used.contains(&small_id),
         "{:?}",
         view_big.inconsistent
     );
-    let own_deep = big.n().node.local_table().get(Depth::Deep).n as f64;
+    let own_deep = big
+        .n()
+        .node
+        .store()
+        .stats_of(&big.n().peer_id())
+        .get(Depth::Deep)
+        .n as f64;
     assert!(view_big.evidence[Depth::Deep.index()].n > own_deep);
     // And the knowledge report says so, with nobody excluded.
     let k = get_json(&small.api(), "/v1/knowledge").await;
