@@ -33,6 +33,8 @@ use crate::metrics::Metrics;
 /// How long a submission waits for the core's answer (durable write
 /// included) before the API gives up; the write itself is not cancelled.
 const SUBMIT_WAIT: Duration = Duration::from_secs(60);
+/// How long a submission the core refused as busy is retried.
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(20);
 /// Patterns handed to the core at once (its `max_submit`).
 const MAX_SUBMIT_CHUNK: usize = 1000;
 
@@ -183,25 +185,42 @@ impl Node {
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(MAX_SUBMIT_CHUNK));
             let chunk = std::mem::replace(&mut rest, tail);
-            let (tx, rx) = oneshot::channel();
-            self.call(move |a| a.submit(chunk, tx))
-                .await
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
-            match tokio::time::timeout(SUBMIT_WAIT, rx).await {
-                Ok(Ok(r)) => done.extend(r.map_err(submit_error)?),
-                // Not 503: a 503 always means nothing was stored.
-                Ok(Err(_)) => {
-                    return Err(ApiError::internal(
-                        "the node stopped while storing; the patterns may have been stored",
-                    ))
+            let mut busy_since = None;
+            loop {
+                let (tx, rx) = oneshot::channel();
+                let attempt = chunk.clone();
+                self.call(move |a| a.submit(attempt, tx))
+                    .await
+                    .map_err(|e| ApiError::unavailable(e.to_string()))?;
+                match tokio::time::timeout(SUBMIT_WAIT, rx).await {
+                    // The core refused before storing anything because its
+                    // writes are backed up: wait a little and ask again
+                    // (bounded; then 503, still with nothing stored).
+                    Ok(Ok(Err(SubmitError::Busy(_))))
+                        if busy_since
+                            .get_or_insert_with(std::time::Instant::now)
+                            .elapsed()
+                            < BUSY_RETRY_FOR =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    Ok(Ok(r)) => done.extend(r.map_err(submit_error)?),
+                    // Not 503: a 503 always means nothing was stored.
+                    Ok(Err(_)) => {
+                        return Err(ApiError::internal(
+                            "the node stopped while storing; the patterns may have been stored",
+                        ))
+                    }
+                    Err(_) => {
+                        return Err(ApiError::new(
+                            504,
+                            "storing took too long; the patterns may still be stored",
+                            None,
+                        ))
+                    }
                 }
-                Err(_) => {
-                    return Err(ApiError::new(
-                        504,
-                        "storing took too long; the patterns may still be stored",
-                        None,
-                    ))
-                }
+                break;
             }
         }
         Ok(done)
