@@ -11,4 +11,3 @@ pub mod learning;
 pub mod logging;
 pub mod metrics;
 pub mod network;
-pub mod pipeline;

@@ -17,6 +17,7 @@
 //! (This replaces `service.rs`, a `Node` around one `Mutex<State>`.)
 
 mod core_config;
+pub use core_config::core_config;
 mod exec;
 pub mod handle;
 pub mod pool;

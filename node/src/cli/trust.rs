@@ -7,18 +7,44 @@
 //! fixed scores pinned).
 
 use libp2p::PeerId;
-use metamesh_protocol::reputation::Trust;
+use metamesh_exchange::book::Book;
+use metamesh_exchange::Config as CoreConfig;
+use metamesh_protocol::reputation::{ReputationState, Standing, Trust};
 use metamesh_storage::Store;
 
 use crate::config::Config;
 use crate::learning::{OriginWeight, Role};
-use crate::pipeline::ReputationBook;
 
-/// The reputation book a node with `cfg` would start with on `store`.
-pub fn book(cfg: &Config, store: &Store) -> ReputationBook {
-    let mut book = ReputationBook::new(cfg);
-    book.load(store.reputation_entries());
-    book
+/// The reputation book a node with `cfg` would start with on `store`: the
+/// exchange core's own book and trust rules (one copy of them).
+pub struct OfflineBook {
+    book: Book,
+    cfg: CoreConfig,
+}
+
+impl OfflineBook {
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.book.iter().map(|(p, _)| *p).collect()
+    }
+
+    pub fn standing(&self, peer: &PeerId, now: f64) -> Standing {
+        self.book.standing(peer, now, &self.cfg)
+    }
+
+    pub fn trust(&self, peer: &PeerId) -> Trust {
+        self.cfg.trust(peer)
+    }
+}
+
+pub fn book(cfg: &Config, store: &Store) -> OfflineBook {
+    let cfg = crate::actor::core_config(cfg);
+    let mut book = Book::new(cfg.max_reputation_entries);
+    for (p, bytes) in store.reputation_entries() {
+        if let Ok(state) = ReputationState::from_bytes(&bytes) {
+            book.load(p, state);
+        }
+    }
+    OfflineBook { book, cfg }
 }
 
 /// `weigh(origin)` for [`crate::learning::collective`], as the node computes it.
