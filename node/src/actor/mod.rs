@@ -261,7 +261,7 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         cfg: cfg.clone(),
         parent: cfg.parent_peer(),
         pool,
-        write_pool: pool::Pool::new(pool::STORE_WORKERS),
+        write_pool: pool::Pool::new(pool::WRITE_WORKERS),
         writer: std::sync::Mutex::new(Some(writer)),
         keys: std::sync::Mutex::new(KeyCache::new()),
         sign_after: init.epoch.map_or(0.0, |e| f64::from(e) + 1.0),

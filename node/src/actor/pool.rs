@@ -13,6 +13,10 @@ use tokio::sync::Semaphore;
 
 /// Store jobs that run at once.
 pub const STORE_WORKERS: usize = 4;
+/// Workers of the write pool. Its jobs mostly wait for the group-commit
+/// writer's flush; the more of them wait at once, the larger the group
+/// that one flush (fsync) covers.
+pub const WRITE_WORKERS: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PoolError {
