@@ -387,19 +387,13 @@ impl State {
                 // The operator's denial is a standing decision: decline for
                 // good (the slot advances the frontier, nothing is stored,
                 // nothing is pulled again). Reputation is not: see below.
-                self.counters.records_declined += 1;
-                batch.declined.push(Declined {
+                let slot = Declined {
                     origin,
                     seq: body.seq,
                     prev,
                     hash,
-                });
-                self.emit(Event::PatternDeclined {
-                    origin,
-                    seq: body.seq,
-                    reason: "denied_origin",
-                    passable: false,
-                });
+                };
+                self.decline_for_good(slot, "denied_origin", batch);
                 return Acceptance::Ignore;
             }
             let passable = if st.hostile {
@@ -426,19 +420,13 @@ impl State {
                 return self.defer_record(origin, body.seq, "origin_quota", now + wait);
             }
             if body.pattern.quality_achieved < self.cfg.min_quality {
-                self.counters.records_declined += 1;
-                batch.declined.push(Declined {
+                let slot = Declined {
                     origin,
                     seq: body.seq,
                     prev,
                     hash,
-                });
-                self.emit(Event::PatternDeclined {
-                    origin,
-                    seq: body.seq,
-                    reason: "below_min_quality",
-                    passable: false,
-                });
+                };
+                self.decline_for_good(slot, "below_min_quality", batch);
                 return Acceptance::Accept;
             }
         }
@@ -450,6 +438,19 @@ impl State {
         });
         batch.records.push((rec, body));
         Acceptance::Accept
+    }
+
+    /// Decline a slot for good: not stored, but it advances the frontier
+    /// (so it is never pulled again) and its hash is kept as declined.
+    fn decline_for_good(&mut self, slot: Declined, reason: &'static str, batch: &mut PersistBatch) {
+        self.counters.records_declined += 1;
+        self.emit(Event::PatternDeclined {
+            origin: slot.origin,
+            seq: slot.seq,
+            reason,
+            passable: false,
+        });
+        batch.declined.push(slot);
     }
 
     fn defer_record(
