@@ -497,18 +497,44 @@ fn import_legion<R: Read>(
     sink: &mut Sink,
     report: &mut ImportReport,
 ) -> Result<(), InteropError> {
+    let reader = io::BufReader::with_capacity(64 * 1024, &mut *r);
+    let broke = each_json_array_element(reader, &mut |line, v| {
+        if !v.is_object() {
+            report.invalid(line, "pattern".into(), "must be a JSON object".into());
+            return Ok(());
+        }
+        sink.record(report, line, v)
+    })?;
+    if let Some((line, why)) = broke {
+        // A truncated or malformed array: keep what was read, report where it broke.
+        report.skip(
+            line,
+            format!("malformed JSON array, rest of file skipped: {why}"),
+        );
+    }
+    Ok(())
+}
+
+/// Walk a JSON array element by element (constant memory): `each` gets
+/// every element with the file line where it ends. Returns where the array
+/// broke (line, reason) if it is malformed or truncated — the elements
+/// before were delivered; an error of `each` stops the walk and is returned.
+/// Used by the store's import and by the CLI's import through the API.
+pub fn each_json_array_element<R: Read, E>(
+    r: R,
+    each: &mut dyn FnMut(u64, Value) -> Result<(), E>,
+) -> Result<Option<(u64, String)>, E> {
     use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 
     // The visitor needs the reader's newline count while serde_json owns the
     // reader; they share it through a Cell.
-    struct Seed<'a> {
-        sink: &'a mut Sink,
-        report: &'a mut ImportReport,
+    struct Seed<'a, E> {
+        each: &'a mut dyn FnMut(u64, Value) -> Result<(), E>,
         lines: &'a std::cell::Cell<u64>,
-        failure: &'a mut Option<InteropError>,
+        failure: &'a mut Option<E>,
     }
 
-    impl<'de> Visitor<'de> for Seed<'_> {
+    impl<'de, E> Visitor<'de> for Seed<'_, E> {
         type Value = ();
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a JSON array of pattern objects")
@@ -516,21 +542,16 @@ fn import_legion<R: Read>(
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             while let Some(v) = seq.next_element::<Value>()? {
                 let line = self.lines.get() + 1;
-                if !v.is_object() {
-                    self.report
-                        .invalid(line, "pattern".into(), "must be a JSON object".into());
-                    continue;
-                }
-                if let Err(e) = self.sink.record(self.report, line, v) {
+                if let Err(e) = (self.each)(line, v) {
                     *self.failure = Some(e);
-                    return Err(serde::de::Error::custom("store failure"));
+                    return Err(serde::de::Error::custom("import failed"));
                 }
             }
             Ok(())
         }
     }
 
-    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+    impl<'de, E> DeserializeSeed<'de> for Seed<'_, E> {
         type Value = ();
         fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
             d.deserialize_seq(self)
@@ -540,14 +561,12 @@ fn import_legion<R: Read>(
     let lines = std::cell::Cell::new(0u64);
     let mut failure = None;
     let result = {
-        let reader = LineTap {
-            inner: io::BufReader::with_capacity(64 * 1024, &mut *r),
+        let mut de = serde_json::Deserializer::from_reader(LineTap {
+            inner: r,
             lines: &lines,
-        };
-        let mut de = serde_json::Deserializer::from_reader(reader);
+        });
         let seed = Seed {
-            sink,
-            report,
+            each,
             lines: &lines,
             failure: &mut failure,
         };
@@ -556,14 +575,7 @@ fn import_legion<R: Read>(
     if let Some(e) = failure {
         return Err(e);
     }
-    if let Err(e) = result {
-        // A truncated or malformed array: keep what was read, report where it broke.
-        report.skip(
-            e.line() as u64,
-            format!("malformed JSON array, rest of file skipped: {e}"),
-        );
-    }
-    Ok(())
+    Ok(result.err().map(|e| (e.line() as u64, e.to_string())))
 }
 
 /// Counts newlines as serde_json pulls bytes (for Legion line numbers).

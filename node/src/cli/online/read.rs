@@ -5,7 +5,6 @@ use std::io::{self, BufRead, BufReader, Read};
 
 use anyhow::Result;
 use metamesh_storage::interop::{Format, MAX_LINE_BYTES};
-use serde_json::Value;
 
 /// One unit read from a file: a line (or Legion element) to send, or a
 /// problem found locally.
@@ -74,76 +73,20 @@ pub(super) fn each_item<R: Read>(
 }
 
 /// Stream a Legion JSON array element by element; each element becomes a
-/// line, numbered by the file line where it ends.
+/// line, numbered by the file line where it ends (the store's walker,
+/// `interop::each_json_array_element`).
 fn each_legion_element<R: Read>(r: R, f: &mut dyn FnMut(Item) -> Result<()>) -> Result<()> {
-    use serde::de::{DeserializeSeed, SeqAccess, Visitor};
-    use std::cell::Cell;
-
-    struct Tap<'a, R> {
-        inner: R,
-        lines: &'a Cell<u64>,
-    }
-    impl<R: Read> Read for Tap<'_, R> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.inner.read(buf)?;
-            let nl = buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
-            self.lines.set(self.lines.get() + nl);
-            Ok(n)
-        }
-    }
-    struct Seed<'a> {
-        f: &'a mut dyn FnMut(Item) -> Result<()>,
-        lines: &'a Cell<u64>,
-        failure: &'a mut Option<anyhow::Error>,
-    }
-    impl<'de> Visitor<'de> for Seed<'_> {
-        type Value = ();
-        fn expecting(&self, fmt: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            fmt.write_str("a JSON array of pattern objects")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while let Some(v) = seq.next_element::<Value>()? {
-                let line = self.lines.get() + 1;
-                let item = match serde_json::to_vec(&v) {
-                    Ok(bytes) if v.is_object() => Item::Line(line, bytes),
-                    _ => Item::Invalid(line, "pattern".into(), "must be a JSON object".into()),
-                };
-                if let Err(e) = (self.f)(item) {
-                    *self.failure = Some(e);
-                    return Err(serde::de::Error::custom("import failed"));
-                }
-            }
-            Ok(())
-        }
-    }
-    impl<'de> DeserializeSeed<'de> for Seed<'_> {
-        type Value = ();
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_seq(self)
-        }
-    }
-
-    let lines = Cell::new(0u64);
-    let mut failure = None;
-    let result = {
-        let mut de = serde_json::Deserializer::from_reader(Tap {
-            inner: r,
-            lines: &lines,
-        });
-        let seed = Seed {
-            f: &mut *f,
-            lines: &lines,
-            failure: &mut failure,
+    let broke = metamesh_storage::interop::each_json_array_element(r, &mut |line, v| {
+        let item = match serde_json::to_vec(&v) {
+            Ok(bytes) if v.is_object() => Item::Line(line, bytes),
+            _ => Item::Invalid(line, "pattern".into(), "must be a JSON object".into()),
         };
-        seed.deserialize(&mut de).and_then(|()| de.end())
-    };
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    if let Err(e) = result {
+        f(item)
+    })?;
+    if let Some((line, why)) = broke {
         f(Item::Skip(
-            e.line() as u64,
-            format!("malformed JSON array, rest of file skipped: {e}"),
+            line,
+            format!("malformed JSON array, rest of file skipped: {why}"),
         ))?;
     }
     Ok(())
