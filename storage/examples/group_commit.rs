@@ -10,7 +10,11 @@
 //! through one shared `Writer` (each `submit` returns after the flush that
 //! covers it). Every acknowledged pattern is durable in both; the run
 //! reopens the store and checks that every acknowledged pattern is there.
-//! Prints acknowledged patterns/s, flushes, mean group size and the ratio.
+//! Prints acknowledged patterns/s, flushes, mean group size and the ratio,
+//! and the ceiling the disk sets: with each client waiting for its own
+//! acknowledgement, at most CLIENTS patterns can share one fsync, so the
+//! rate cannot exceed CLIENTS ÷ (one fsync's latency, measured here on the
+//! same file system).
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,12 +60,31 @@ fn run(clients: u64, secs: f64, one: impl Fn(u64) + Sync) -> (u64, f64) {
     (acked.load(Ordering::Relaxed), t.elapsed().as_secs_f64())
 }
 
+/// Mean latency of a 4 KiB append + fdatasync in `dir` (the disk's floor
+/// under every durable acknowledgement).
+fn fsync_latency(dir: &std::path::Path, n: u32) -> f64 {
+    use std::io::Write as _;
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = [7u8; 4096];
+    let t = Instant::now();
+    for _ in 0..n {
+        f.write_all(&block).unwrap();
+        f.sync_data().unwrap();
+    }
+    let s = t.elapsed().as_secs_f64() / f64::from(n);
+    drop(f);
+    let _ = std::fs::remove_file(path);
+    s
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let clients: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(16);
     let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10.0);
     let key = Keypair::ed25519_from_bytes([3; 32]).unwrap();
     let tmp = tempfile::tempdir().unwrap();
+    let fsync_before = fsync_latency(tmp.path(), 200);
 
     let path_a = tmp.path().join("own-flush");
     let store = Store::open(&path_a, &StoreConfig::default()).unwrap();
@@ -109,6 +132,15 @@ fn main() {
     let held = reopened.pattern_count();
     assert!(held >= n_gc, "held {held} < acknowledged {n_gc}");
     println!("reopened: {held} patterns held ≥ {n_gc} acknowledged");
+    let fsync_after = fsync_latency(tmp.path(), 200);
+    let fsync_s = (fsync_before + fsync_after) / 2.0;
+    let ceiling = clients as f64 / fsync_s;
+    println!(
+        "fsync (4 KiB append + fdatasync) on this disk: {:.2} ms before, {:.2} ms after; ceiling with {clients} clients each waiting for its acknowledgement = {clients} / fsync = {ceiling:.0}/s; achieved {:.0}% of it",
+        fsync_before * 1e3,
+        fsync_after * 1e3,
+        100.0 * gc_rate / ceiling
+    );
     println!(
         "\n== budget: {clients} concurrent single-pattern writers ≥ 10000 acknowledged/s ==\n    {gc_rate:.0}/s ÷ 10000 = {:.2}x  {}; group commit / own flush = {:.1}x",
         gc_rate / 10000.0,

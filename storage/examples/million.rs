@@ -1,8 +1,12 @@
 //! Benchmark (not a test): a million generated patterns.
 //!
 //! ```text
-//! cargo run --release -p metamesh-storage --example million -- [N | --n N]
+//! cargo run --release -p metamesh-storage --example million -- [N | --n N] [--dir DIR]
 //! ```
+//!
+//! N defaults to 1 000 000 (`--n 10000000` for the 10M run). The input file
+//! and the store go to a temporary directory under DIR (default: `$TMPDIR`),
+//! removed at the end; a 10M run needs about 6 GB there.
 //!
 //! 1. writes N unified JSONL patterns to a temp file;
 //! 2. imports them (parse, validate, sign on every core, store with the time
@@ -39,6 +43,26 @@ fn peak_rss_kib() -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU seconds used by this process so far, all threads (user + system).
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ut: f64 = f.get(11)?.parse().ok()?;
+            let st: f64 = f.get(12)?.parse().ok()?;
+            Some((ut + st) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn dir_size(p: &Path) -> u64 {
@@ -111,13 +135,34 @@ fn main() {
         cold_open(Path::new(&args[2]));
         return;
     }
-    let n: u64 = match args.get(1).map(String::as_str) {
-        Some("--n") => args.get(2).and_then(|s| s.parse().ok()),
-        Some(v) => v.parse().ok(),
-        None => None,
+    let mut n: u64 = 1_000_000;
+    let mut dir: Option<PathBuf> = None;
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--n" => n = it.next().and_then(|s| s.parse().ok()).expect("--n N"),
+            "--dir" => dir = Some(it.next().expect("--dir DIR").into()),
+            "-h" | "--help" => {
+                println!("usage: million [N | --n N] [--dir DIR]   (N default 1000000; DIR default $TMPDIR)");
+                return;
+            }
+            v => n = v.parse().expect("N must be a number"),
+        }
     }
-    .unwrap_or(1_000_000);
-    let tmp = tempfile::tempdir().unwrap();
+    println!(
+        "million: n = {n}, {} cores, load average at start {}",
+        std::thread::available_parallelism()
+            .map(|c| c.get())
+            .unwrap_or(1),
+        loadavg()
+    );
+    let tmp = match &dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).unwrap();
+            tempfile::tempdir_in(d).unwrap()
+        }
+        None => tempfile::tempdir().unwrap(),
+    };
     let file = tmp.path().join("bench_patterns.jsonl");
     let store_dir = tmp.path().join("store");
 
@@ -133,6 +178,7 @@ fn main() {
     let key = Keypair::ed25519_from_bytes([1; 32]).unwrap();
     let store = Store::open(&store_dir, &StoreConfig::default()).unwrap();
     let t = Instant::now();
+    let cpu0 = cpu_seconds();
     let report = interop::import_file(&store, &key, &file, Format::Auto, false).unwrap();
     let store_s = t.elapsed().as_secs_f64();
     assert_eq!(report.accepted, n, "{report:?}");
@@ -141,12 +187,19 @@ fn main() {
     store.close().unwrap();
     let close_s = t_close.elapsed().as_secs_f64();
     let import_s = t.elapsed().as_secs_f64();
+    let import_cpu = cpu_seconds() - cpu0;
     let disk = dir_size(&store_dir);
     let import_rss = peak_rss_kib();
     println!(
         "import: {n} patterns in {import_s:.1} s = {:.0} patterns/s (parse + validate + sign + store + flush {store_s:.1} s, then close + snapshot {close_s:.1} s); peak RSS so far {} MiB",
         n as f64 / import_s,
         import_rss / 1024
+    );
+    println!(
+        "import CPU: {import_cpu:.1} s of this process (all threads) = {:.1} µs/pattern, {:.2} cores busy on average; load average now {}",
+        import_cpu * 1e6 / n as f64,
+        import_cpu / import_s,
+        loadavg()
     );
     println!(
         "store size on disk: {:.1} MiB ({:.0} bytes/pattern; sled reports {:.1} MiB); input file {:.1} MiB",

@@ -1,4 +1,4 @@
-//! Byte layouts of the store (schema version 2).
+//! Byte layouts of the store (schema version 3: 2 plus compressed bodies).
 //!
 //! Everything on the hot path lives in one sled tree, `data`, with a one-byte
 //! prefix per kind of entry. Origins are interned as 4-byte ids (assigned in
@@ -20,8 +20,13 @@
 //! | `s` | id | `DepthTable` (CBOR) of the origin's stored patterns |
 //! | `M` | id | per-mode statistics (CBOR) |
 //! | `k` | own seq of a batch's first record | 8-byte prefixes of that batch's import keys |
+//! | `m dict` | — | the record dictionary of a store created with schema ≥ 3 ([`crate::packing`]) |
+
+use std::borrow::Cow;
 
 use metamesh_protocol::record::{RecordKind, SignedRecord};
+
+use crate::packing::Dict;
 
 pub(crate) const META: u8 = b'm';
 pub(crate) const ORIGIN: u8 = b'o';
@@ -117,28 +122,86 @@ pub(crate) fn be_u32(v: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(v.try_into().ok()?))
 }
 
-/// A stored record without what the key already says: `[kind][sig len][sig][body]`
-/// (kind 0 = pattern, 1 = insight). The signer is the key's origin.
-pub(crate) fn encode_record(rec: &SignedRecord) -> Vec<u8> {
-    let mut v = Vec::with_capacity(2 + rec.signature.len() + rec.body.len());
-    v.push(match rec.kind {
+/// Compact record value: `[kind][sig len][signature][body]`. kind is 0
+/// (pattern) or 1 (insight) with the body as signed. With the store's
+/// dictionary (stores created with schema ≥ 3) kind | 0x80, and the body is
+/// stored as `[at: u16 BE][zstd frame]`: the body without the signer's
+/// PeerId bytes (the key already names the origin; the body's `origin`
+/// field repeats it) at byte offset `at` (0xFFFF: not cut out), compressed
+/// against the dictionary ([`crate::packing`]). The signer is the key's
+/// origin; decoding puts its bytes back, so the body reads back exactly as
+/// signed.
+pub(crate) fn encode_record(rec: &SignedRecord, dict: Option<&Dict>) -> Vec<u8> {
+    let kind = match rec.kind {
         RecordKind::Pattern => 0,
         RecordKind::Insight => 1,
+    };
+    let sig = &rec.signature[..rec.signature.len().min(255)];
+    let mut v = Vec::with_capacity(2 + sig.len() + rec.body.len());
+    v.push(kind);
+    v.push(sig.len() as u8);
+    v.extend_from_slice(sig);
+    let packed = dict.and_then(|d| {
+        let at = find(&rec.body, &rec.signer)
+            .filter(|a| *a < NOT_CUT as usize && !rec.signer.is_empty());
+        let frame = match at {
+            Some(a) => d.compress(&[&rec.body[..a], &rec.body[a + rec.signer.len()..]].concat()),
+            None => d.compress(&rec.body),
+        }?;
+        Some((at.map_or(NOT_CUT, |a| a as u16), frame))
     });
-    v.push(rec.signature.len().min(255) as u8);
-    v.extend_from_slice(&rec.signature[..rec.signature.len().min(255)]);
-    v.extend_from_slice(&rec.body);
+    match packed {
+        Some((at, frame)) => {
+            v[0] |= PACKED;
+            v.extend_from_slice(&at.to_be_bytes());
+            v.extend_from_slice(&frame);
+        }
+        None => v.extend_from_slice(&rec.body),
+    }
     v
 }
 
-/// The body bytes of a compact record (for hashing without a full decode).
-pub(crate) fn record_body(v: &[u8]) -> Option<&[u8]> {
-    let sig_len = *v.get(1)? as usize;
-    v.get(2 + sig_len..)
+/// Flag on a record value's kind byte: the body is cut and compressed.
+const PACKED: u8 = 0x80;
+/// `at` of a packed body whose signer bytes were not cut out.
+const NOT_CUT: u16 = u16::MAX;
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || needle.len() > hay.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
-pub(crate) fn decode_record(v: &[u8], signer: &[u8]) -> Option<SignedRecord> {
-    let kind = match v.first()? {
+/// The body bytes of a compact record, as signed (for hashing without a
+/// full decode). `signer`: the key's origin PeerId bytes. None for a
+/// damaged value, or a packed one without the dictionary.
+pub(crate) fn record_body<'a>(
+    v: &'a [u8],
+    signer: &[u8],
+    dict: Option<&Dict>,
+) -> Option<Cow<'a, [u8]>> {
+    let sig_len = *v.get(1)? as usize;
+    let rest = v.get(2 + sig_len..)?;
+    if v.first()? & PACKED == 0 {
+        return Some(Cow::Borrowed(rest));
+    }
+    let at = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]);
+    let cut = dict?.decompress(rest.get(2..)?)?;
+    if at == NOT_CUT {
+        return Some(Cow::Owned(cut));
+    }
+    let at = usize::from(at);
+    let head = cut.get(..at)?;
+    let mut body = Vec::with_capacity(cut.len() + signer.len());
+    body.extend_from_slice(head);
+    body.extend_from_slice(signer);
+    body.extend_from_slice(cut.get(at..)?);
+    Some(Cow::Owned(body))
+}
+
+pub(crate) fn decode_record(v: &[u8], signer: &[u8], dict: Option<&Dict>) -> Option<SignedRecord> {
+    let kind = match v.first()? & !PACKED {
         0 => RecordKind::Pattern,
         1 => RecordKind::Insight,
         _ => return None,
@@ -147,7 +210,7 @@ pub(crate) fn decode_record(v: &[u8], signer: &[u8]) -> Option<SignedRecord> {
     let signature = v.get(2..2 + sig_len)?.to_vec();
     Some(SignedRecord {
         kind,
-        body: record_body(v)?.to_vec(),
+        body: record_body(v, signer, dict)?.into_owned(),
         signer: signer.to_vec(),
         signature,
     })
@@ -183,12 +246,42 @@ mod tests {
     fn compact_records_round_trip() {
         let kp = libp2p_identity::Keypair::ed25519_from_bytes([9; 32]).unwrap();
         let rec = SignedRecord::sign_bytes(RecordKind::Pattern, vec![1, 2, 3], &kp);
-        let v = encode_record(&rec);
+        let v = encode_record(&rec, None);
         assert_eq!(v.len(), 2 + 64 + 3);
-        assert_eq!(decode_record(&v, &rec.signer).unwrap(), rec);
-        assert_eq!(record_body(&v).unwrap(), &[1, 2, 3]);
-        assert!(decode_record(&[7, 0], &rec.signer).is_none());
-        assert!(decode_record(&[0, 64, 1], &rec.signer).is_none());
+        assert_eq!(decode_record(&v, &rec.signer, None).unwrap(), rec);
+        assert_eq!(&*record_body(&v, &rec.signer, None).unwrap(), &[1, 2, 3]);
+        assert!(decode_record(&[7, 0], &rec.signer, None).is_none());
+        assert!(decode_record(&[0, 64, 1], &rec.signer, None).is_none());
+        // With a dictionary: the body is compressed, and reads back as signed.
+        let dict = crate::packing::Dict::new(&crate::packing::sample_dictionary());
+        let signer = kp.public().to_peer_id().to_bytes();
+        let sample = crate::packing::sample_dictionary();
+        for body in [
+            // The signer's bytes inside (as in every pattern body), or not.
+            [&sample[..100], &signer[..], &sample[100..300]].concat(),
+            sample[..300].to_vec(),
+            signer.clone(),
+            Vec::new(),
+        ] {
+            let rec = SignedRecord::sign_bytes(RecordKind::Insight, body.clone(), &kp);
+            assert_eq!(rec.signer, signer);
+            let v = encode_record(&rec, Some(&dict));
+            assert_eq!(v[0], 0x81);
+            if body.len() >= 300 {
+                assert!(v.len() < 2 + 64 + body.len() / 2, "{}", v.len());
+            }
+            assert_eq!(decode_record(&v, &rec.signer, Some(&dict)).unwrap(), rec);
+            assert_eq!(&*record_body(&v, &signer, Some(&dict)).unwrap(), &body[..]);
+            // Without the dictionary a packed value is not misread as raw.
+            assert!(decode_record(&v, &rec.signer, None).is_none());
+            // Truncated values are refused, not misread.
+            for cut in [1, 2, 66, 67, 68, v.len() - 1] {
+                assert!(
+                    decode_record(&v[..cut], &rec.signer, Some(&dict)).is_none(),
+                    "cut {cut}"
+                );
+            }
+        }
     }
 
     proptest! {

@@ -12,6 +12,7 @@
 pub mod interop;
 mod keys;
 mod migrate;
+mod packing;
 mod read;
 pub mod recovery;
 pub mod store;

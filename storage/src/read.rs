@@ -37,8 +37,8 @@ impl Store {
     fn record_at(&self, k: &[u8], v: &[u8]) -> Result<(PeerId, u64, SignedRecord), StoreError> {
         let (id, seq) = keys::parse_slot_key(k).ok_or_else(|| corrupt("record key"))?;
         let origin = self.origin_of(id)?;
-        let rec =
-            keys::decode_record(v, &origin.to_bytes()).ok_or_else(|| corrupt("record value"))?;
+        let rec = keys::decode_record(v, &origin.to_bytes(), self.dict())
+            .ok_or_else(|| corrupt("record value"))?;
         Ok((origin, seq, rec))
     }
 
@@ -91,8 +91,9 @@ impl Store {
             return Ok(false);
         };
         if let Some(v) = self.data().get(slot_key(keys::RECORD, id, seq))? {
-            let body = keys::record_body(&v).ok_or_else(|| corrupt("record value"))?;
-            return Ok(ContentHash::of(body) == *hash);
+            let body = keys::record_body(&v, &origin.to_bytes(), self.dict())
+                .ok_or_else(|| corrupt("record value"))?;
+            return Ok(ContentHash::of(&body) == *hash);
         }
         Ok(self
             .data()
@@ -200,7 +201,8 @@ impl Store {
             .range(slot_key(keys::RECORD, id, from_seq)..=slot_key(keys::RECORD, id, to_seq))
         {
             let (_, v) = kv?;
-            let rec = keys::decode_record(&v, &signer).ok_or_else(|| corrupt("record value"))?;
+            let rec = keys::decode_record(&v, &signer, self.dict())
+                .ok_or_else(|| corrupt("record value"))?;
             let len = rec.to_bytes().len();
             if bytes + len > max_bytes || out.len() >= max_count {
                 break;
@@ -312,7 +314,11 @@ impl Store {
     pub fn get_by_hash(&self, hash: &ContentHash) -> Result<Option<SignedRecord>, StoreError> {
         for kv in self.data().scan_prefix([keys::RECORD]) {
             let (k, v) = kv?;
-            if keys::record_body(&v).is_some_and(|b| ContentHash::of(b) == *hash) {
+            let (id, _) = keys::parse_slot_key(&k).ok_or_else(|| corrupt("record key"))?;
+            let signer = self.origin_of(id)?.to_bytes();
+            if keys::record_body(&v, &signer, self.dict())
+                .is_some_and(|b| ContentHash::of(&b) == *hash)
+            {
                 return Ok(Some(self.record_at(&k, &v)?.2));
             }
         }
@@ -345,7 +351,7 @@ impl Store {
         };
         match self.data().get(slot_key(keys::RECORD, id, seq))? {
             Some(v) => {
-                let rec = keys::decode_record(&v, &origin.to_bytes())
+                let rec = keys::decode_record(&v, &origin.to_bytes(), self.dict())
                     .ok_or_else(|| corrupt("record value"))?;
                 let body = decode_body(&rec)?;
                 Ok(Some((rec, body)))

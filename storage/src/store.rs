@@ -37,8 +37,9 @@ use crate::keys::{self, be_u32, be_u64, id_key};
 use crate::write::{Batch, Declined, EpochInfo, EpochState, Outcomes, WriterState};
 
 /// Schema version this build writes and reads (1: the multi-tree layout,
-/// upgraded in place on open).
-pub const SCHEMA_VERSION: u32 = 2;
+/// upgraded in place on open; 2: the same layout as 3 with sled's
+/// compression and raw bodies, upgraded by writing the version).
+pub const SCHEMA_VERSION: u32 = 3;
 /// Most distinct modes tracked per origin; further modes count as [`OTHER_MODE`].
 pub const MAX_MODES_PER_ORIGIN: usize = 64;
 /// Bucket for modes beyond [`MAX_MODES_PER_ORIGIN`].
@@ -56,6 +57,7 @@ pub(crate) const META_OWN_SEQ: &str = "own_seq";
 pub(crate) const META_OWN_ORIGIN: &str = "own_origin";
 pub(crate) const META_MERGED: &str = "merged_stats";
 pub(crate) const META_EPOCH: &str = "epoch";
+pub(crate) const META_DICT: &str = "dict";
 
 /// Store settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +77,8 @@ impl Default for StoreConfig {
     }
 }
 
-/// zstd level for new stores (sled's default is 5; 3 writes faster at
-/// nearly the same size for these records).
+/// sled's zstd level, for stores created before schema 3 (they keep sled's
+/// compression; sled's default is 5, 3 writes faster at nearly the same size).
 const COMPRESSION_FACTOR: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +171,9 @@ pub(crate) struct Inner {
     pub reputation: sled::Tree,
     pub peers: sled::Tree,
     pub insights: sled::Tree,
+    /// Record dictionary (stores created with schema ≥ 3; older ones store
+    /// bodies raw and leave compression to sled).
+    pub dict: Option<Arc<crate::packing::Dict>>,
     pub mem: RwLock<Mem>,
     /// The write lock, and state only writers use.
     pub writer: Mutex<WriterState>,
@@ -219,10 +224,33 @@ fn persisted_compression(path: &Path) -> Option<bool> {
         .map(|v| v.trim() == "true")
 }
 
-/// Open the sled database at `path` as it was created (compression on for new ones).
+/// The record dictionary of a store: the one it holds; for a new store
+/// (sled opened without compression, no schema version yet) a fresh one,
+/// written before anything else; None for a store created before schema 3.
+fn record_dict(
+    path: &Path,
+    db: &sled::Db,
+    data: &sled::Tree,
+) -> Result<Option<Arc<crate::packing::Dict>>, StoreError> {
+    if let Some(d) = data.get(keys::meta_key(META_DICT))? {
+        return Ok(Some(Arc::new(crate::packing::Dict::new(&d))));
+    }
+    let new = data.get(keys::meta_key(META_SCHEMA))?.is_none();
+    let sled_compresses = persisted_compression(path).unwrap_or(true);
+    if !new || sled_compresses {
+        return Ok(None);
+    }
+    let bytes = crate::packing::sample_dictionary();
+    data.insert(keys::meta_key(META_DICT), bytes.as_slice())?;
+    db.flush()?;
+    Ok(Some(Arc::new(crate::packing::Dict::new(&bytes))))
+}
+
+/// Open the sled database at `path` as it was created (new ones without
+/// sled's compression: records are compressed by [`crate::packing`]).
 pub(crate) fn open_sled(path: &Path, cfg: &StoreConfig) -> Result<sled::Db, StoreError> {
     std::fs::create_dir_all(path)?;
-    let compress = persisted_compression(path).unwrap_or(true);
+    let compress = persisted_compression(path).unwrap_or(false);
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(cfg.cache_capacity_bytes)
@@ -283,6 +311,7 @@ impl Store {
             db = open_sled_waiting(path, cfg)?;
         }
         let data = db.open_tree("data")?;
+        let dict = record_dict(path, &db, &data)?;
         let store = Store {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
@@ -290,6 +319,7 @@ impl Store {
                 reputation: db.open_tree("reputation")?,
                 peers: db.open_tree("peers")?,
                 insights: db.open_tree("insights")?,
+                dict,
                 mem: RwLock::new(Mem::default()),
                 writer: Mutex::new(WriterState::default()),
                 data,
@@ -320,6 +350,16 @@ impl Store {
                         found,
                         supported: SCHEMA_VERSION,
                     });
+                }
+                if found < SCHEMA_VERSION {
+                    // 2 → 3 changes nothing written: values say whether
+                    // their body is compressed; a schema-2 store keeps
+                    // sled's compression and raw bodies.
+                    self.data().insert(
+                        keys::meta_key(META_SCHEMA),
+                        &SCHEMA_VERSION.to_be_bytes()[..],
+                    )?;
+                    self.flush()?;
                 }
             }
         }
@@ -396,6 +436,14 @@ impl Store {
 
     pub(crate) fn data(&self) -> &sled::Tree {
         &self.inner.data
+    }
+
+    pub(crate) fn dict(&self) -> Option<&crate::packing::Dict> {
+        self.inner.dict.as_deref()
+    }
+
+    pub(crate) fn dict_arc(&self) -> Option<Arc<crate::packing::Dict>> {
+        self.inner.dict.clone()
     }
 
     pub(crate) fn mem_read(&self) -> RwLockReadGuard<'_, Mem> {

@@ -112,6 +112,8 @@ pub(crate) struct Plan {
     own_seq: Option<u64>,
     own_origin: Option<PeerId>,
     imports: Vec<u64>,
+    /// The store's record dictionary (schema ≥ 3 stores).
+    dict: Option<std::sync::Arc<crate::packing::Dict>>,
 }
 
 type R<T> = Result<T, StoreError>;
@@ -298,13 +300,14 @@ impl Plan {
         let hash = rec.content_hash();
         let rk = slot_key(keys::RECORD, id, body.seq);
         if let Some(v) = self.get(tree, &rk)? {
-            let held = keys::record_body(&v).ok_or_else(|| corrupt("record value"))?;
-            if ContentHash::of(held) == hash {
+            let held = keys::record_body(&v, &rec.signer, self.dict.as_deref())
+                .ok_or_else(|| corrupt("record value"))?;
+            if ContentHash::of(&held) == hash {
                 return Ok(InsertOutcome::Duplicate);
             }
             self.keep_evidence(tree, id, body.seq, rec)?;
-            let existing =
-                keys::decode_record(&v, &rec.signer).ok_or_else(|| corrupt("record value"))?;
+            let existing = keys::decode_record(&v, &rec.signer, self.dict.as_deref())
+                .ok_or_else(|| corrupt("record value"))?;
             return Ok(InsertOutcome::Equivocation { existing });
         }
         if let Some(h) = self.get(tree, &slot_key(keys::DECLINED, id, body.seq))? {
@@ -313,7 +316,7 @@ impl Plan {
             }
             return Ok(InsertOutcome::Duplicate);
         }
-        self.put(&rk, keys::encode_record(rec));
+        self.put(&rk, keys::encode_record(rec, self.dict.as_deref()));
         self.put(
             &keys::time_key(body.pattern.timestamp, id, body.seq),
             Vec::new(),
@@ -509,7 +512,10 @@ impl Store {
     pub(crate) fn write_group(&self, key: Option<&Keypair>, jobs: Vec<Batch>) -> Vec<R<Outcomes>> {
         let mut ws = self.writer_state();
         let tree = self.data();
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            dict: self.dict_arc(),
+            ..Plan::default()
+        };
         let mut results = Vec::with_capacity(jobs.len());
         {
             let mem = self.mem_read();
