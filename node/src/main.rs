@@ -10,9 +10,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The swarm runs many nodes in one process and prints its own report:
     // their per-node info logs would drown it.
+    // kad tries a bootstrap whenever a listen address appears while no peer
+    // is connected and warns "Failed to trigger bootstrap: No known peers"
+    // on every lone node; that is a normal state here, so kad's behaviour
+    // logs only errors by default (RUST_LOG overrides).
     let default_filter = match cli.command {
-        Command::Swarm(_) => "warn",
-        _ => "info",
+        Command::Swarm(_) => "warn,libp2p_kad::behaviour=error",
+        _ => "info,libp2p_kad::behaviour=error",
     };
     metamesh_node::logging::init(cli.log_json, default_filter);
     let g = &cli.global;

@@ -427,6 +427,16 @@ fn a_lone_node_logs_no_warnings_and_no_colour() {
         .json()
         .unwrap();
     assert_eq!(stats["pattern_count"], 1, "{stats}");
+    // kad's bootstrap attempt on a new listen address comes after a 500 ms
+    // throttle: let the node run past it before reading the log.
+    wait_for("two seconds of uptime", || {
+        http.get(format!("{}/v1/stats", node.base))
+            .send()
+            .ok()
+            .and_then(|r| r.json::<Value>().ok())
+            .and_then(|v| v["uptime_secs"].as_f64())
+            .is_some_and(|u| u >= 2.0)
+    });
     stop(node, &dir);
     let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(

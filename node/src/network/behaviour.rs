@@ -165,7 +165,9 @@ fn build_behaviour(
         .map_err(|e| NetError::Config(format!("mesh: {e}")))?;
     let mut kad_cfg = kad::Config::new(kad_protocol);
     // The event loop bootstraps once connected; kad's own timer would warn
-    // "Failed to trigger bootstrap: No known peers" on a lone node.
+    // "Failed to trigger bootstrap: No known peers" on a lone node (its
+    // trigger on a new listen address cannot be turned off; main.rs filters
+    // that warning).
     kad_cfg.set_periodic_bootstrap_interval(None);
     let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), kad_cfg);
     // Loopback and LAN nodes never get a confirmed external address; without
