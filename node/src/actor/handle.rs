@@ -136,6 +136,20 @@ impl Node {
         self.call(|a| a.core.counters().clone()).await
     }
 
+    /// Gossipsub's score of a peer (`None`: gossipsub does not know it), for
+    /// tests and tools: below `network::behaviour::GRAYLIST_THRESHOLD` the
+    /// transport ignores the peer.
+    pub async fn gossip_score(&self, peer: PeerId) -> Result<Option<f64>, NodeError> {
+        self.call(move |a| {
+            a.net
+                .peers()
+                .into_iter()
+                .find(|p| p.peer == peer)
+                .and_then(|p| p.gossip_score)
+        })
+        .await
+    }
+
     async fn weights(&self) -> Result<Weights, ApiError> {
         self.call(|a| a.weights())
             .await
