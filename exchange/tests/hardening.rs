@@ -483,3 +483,112 @@ fn deferred_origins_are_not_pulled_or_verified_again() {
     net.run_until(4400 * S);
     assert_eq!(net.hashes(2), net.hashes(0));
 }
+
+/// #3b (core part): a local write that fails (a full disk) stores nothing
+/// and its seqs are never signed again; the next record names the last
+/// stored seq as its `prev`, so the origin's frontier moves on at every
+/// holder instead of waiting at a gap that will never fill.
+#[test]
+fn after_a_failed_own_write_the_chain_skips_the_unwritten_seqs() {
+    use metamesh_exchange::mem::MemStore;
+    let init = Init {
+        key: testutil::key(18),
+        epoch: Some(1_700_000_000),
+        last_own_seq: 0,
+        frontier: Default::default(),
+        reputation: vec![],
+        own_insight: None,
+        seed: 2,
+    };
+    let mut st = State::new(cfg(), init);
+    let me = st.peer_id();
+    let mut store = MemStore::default();
+    let submit = |st: &mut State, id: u64, n: usize| {
+        let patterns = (0..n).map(|k| testutil::pattern(0.1 * k as f64)).collect();
+        st.handle(
+            Input::Submit {
+                id: SubmitId(id),
+                patterns,
+            },
+            T0,
+        )
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Persist { id, batch } => Some((id, batch)),
+            _ => None,
+        })
+        .unwrap()
+    };
+    // 2 stored
+    let (w1, b1) = submit(&mut st, 1, 2);
+    let p = store.apply(b1);
+    st.handle(
+        Input::Persisted {
+            id: w1,
+            result: Ok(p),
+        },
+        T0,
+    );
+    let stored = store.frontier().get(&me).copied().unwrap();
+    // 3 fail (disk full): answered as a store error, nothing stored
+    let (w2, b2) = submit(&mut st, 2, 3);
+    let lost: Vec<u64> = b2.records.iter().map(|(_, b)| b.seq).collect();
+    let outs = st.handle(
+        Input::Persisted {
+            id: w2,
+            result: Err("No space left on device (os error 28)".into()),
+        },
+        T0,
+    );
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Submitted {
+            id: SubmitId(2),
+            result: Err(SubmitError::Store(_))
+        }
+    )));
+    assert!(outs.iter().all(|o| !matches!(o, Output::Publish { .. })));
+    // the next one goes on from the last stored seq
+    let (w3, b3) = submit(&mut st, 3, 2);
+    let (first, body) = &b3.records[0];
+    assert!(body.seq > *lost.last().unwrap(), "a lost seq signed again");
+    assert_eq!(
+        compat::prev_of(body.seq, compat::record_prev(first)),
+        stored,
+        "the chain names the last stored seq"
+    );
+    let p = store.apply(b3.clone());
+    st.handle(
+        Input::Persisted {
+            id: w3,
+            result: Ok(p),
+        },
+        T0,
+    );
+    let top = b3.records.last().unwrap().1.seq;
+    assert_eq!(store.frontier().get(&me).copied(), Some(top));
+    assert_eq!(st.frontier().get(&me).copied(), Some(top));
+    // and a peer that receives the records does the same
+    let mut peer = MemStore::default();
+    peer.apply(PersistBatch {
+        records: store_records(&store, me),
+        ..PersistBatch::default()
+    });
+    assert_eq!(peer.frontier().get(&me).copied(), Some(top));
+}
+
+fn store_records(
+    store: &metamesh_exchange::mem::MemStore,
+    origin: PeerId,
+) -> Vec<(SignedRecord, PatternBody)> {
+    use metamesh_exchange::serve::RecordSource;
+    store
+        .records_in_range(origin, 0, u64::MAX, 1000, 1 << 24)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let b = r.decode_pattern_unverified(origin, T0).unwrap();
+            (r, b)
+        })
+        .collect()
+}

@@ -182,3 +182,81 @@ async fn announcements_in_another_nodes_name_make_nobody_pull_from_it() {
         assert!(r.score >= 0.0);
     }
 }
+
+async fn post(node: &TestNode, id: &str) -> (u16, serde_json::Value) {
+    let r = http()
+        .post(format!("{}/v1/patterns", node.api()))
+        .json(&pattern_json(id, Depth::Light, 0.6))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+async fn status_of(node: &TestNode, path: &str) -> (u16, serde_json::Value) {
+    let r = http()
+        .get(format!("{}{path}", node.api()))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+/// Issue 12 #3b, the node's part: when the store's writes fail (the seam
+/// makes them fail as ENOSPC would), a POST answers 507 (a broken store:
+/// 503) with nothing stored, `/healthz` and `/v1/stats` answer 503 naming
+/// the fault, and once writes succeed again the node heals by itself and
+/// answers 201. (Was: 500 forever, `/v1/stats` 200.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_507_marks_the_node_unhealthy_and_heals() {
+    use metamesh_storage::recovery::FailureKind;
+    let n = TestNode::start(test_config(&[])).await;
+    let (s, b) = post(&n, "before").await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(status_of(&n, "/healthz").await.0, 200);
+
+    let mut stored = 1;
+    for (kind, code) in [
+        (FailureKind::DiskFull, 507),
+        (FailureKind::NeedsReopen, 503),
+    ] {
+        n.n().node.inject_store_fault(Some(kind));
+        // the write that meets the failure, then one refused before the core
+        for id in ["meets-it", "refused"] {
+            let (s, b) = post(&n, &format!("{id}-{code}")).await;
+            assert_eq!(s, code, "{kind:?} {id}: {b}");
+            let e = b["error"].as_str().unwrap();
+            assert!(e.contains("nothing was stored"), "{b}");
+        }
+        let (s, b) = status_of(&n, "/healthz").await;
+        assert_eq!(s, 503, "{b}");
+        let want = if code == 507 {
+            "disk full"
+        } else {
+            "cannot write"
+        };
+        assert!(b["error"].as_str().unwrap().contains(want), "{b}");
+        let (s, b) = status_of(&n, "/v1/stats").await;
+        assert_eq!(s, 503, "{b}");
+        assert!(b["error"].as_str().unwrap().contains("unhealthy"), "{b}");
+        assert_eq!(
+            n.pattern_count(),
+            stored,
+            "nothing of the refused writes is stored"
+        );
+        // space returns: the probe write succeeds and the node heals
+        n.n().node.inject_store_fault(None);
+        wait_until("the node is healthy again", || async {
+            status_of(&n, "/healthz").await.0 == 200
+        })
+        .await;
+        assert!(n.n().node.store_fault().is_none());
+        let (s, b) = post(&n, &format!("after-{code}")).await;
+        assert_eq!(s, 201, "{b}");
+        stored += 1;
+        assert_eq!(status_of(&n, "/v1/stats").await.0, 200);
+    }
+    assert_eq!(n.pattern_count(), 3);
+}

@@ -104,7 +104,16 @@ impl Actor {
                         let writer = sh
                             .writer()
                             .ok_or_else(|| "the node is shutting down".to_string())?;
-                        store_io::persist(&sh.store, &writer, batch).map_err(|e| e.to_string())
+                        // A full disk or a broken store makes the node
+                        // unhealthy (see `health`); `injected` is its test seam.
+                        let r = match sh.health.injected() {
+                            Some(e) => Err(e),
+                            None => store_io::persist(&sh.store, &writer, batch),
+                        };
+                        r.map_err(|e| {
+                            sh.health.note(&e);
+                            e.to_string()
+                        })
                     },
                     move |a, r| {
                         let result = r.unwrap_or_else(|e| Err(e.to_string()));

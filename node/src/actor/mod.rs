@@ -20,6 +20,8 @@ mod core_config;
 pub use core_config::core_config;
 mod exec;
 pub mod handle;
+mod health;
+pub use health::{Fault, Health};
 pub mod pool;
 mod run;
 mod store_io;
@@ -116,6 +118,9 @@ pub(crate) struct Shared {
     pub sign_after: f64,
     /// Connected peers (written by the actor, read by handles).
     pub connected: AtomicUsize,
+    /// Whether the store writes (issue 12 #3b: a full disk refuses writes
+    /// with 507 and makes the node unhealthy until a probe write succeeds).
+    pub health: Health,
     pub started: Instant,
     pub api_addr: OnceLock<SocketAddr>,
     pub listen_addrs: OnceLock<Vec<Multiaddr>>,
@@ -266,6 +271,7 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         keys: std::sync::Mutex::new(KeyCache::new()),
         sign_after: init.epoch.map_or(0.0, |e| f64::from(e) + 1.0),
         connected: AtomicUsize::new(0),
+        health: Health::default(),
         started: Instant::now(),
         api_addr: OnceLock::new(),
         listen_addrs: OnceLock::new(),

@@ -40,6 +40,8 @@ const SHELL_TICK: Duration = Duration::from_millis(500);
 const MAX_PENDING_GOSSIP: usize = 16 * 1024;
 /// Shell ticks between saving connected peers' addresses.
 const SAVE_ADDRS_TICKS: u64 = 60;
+/// Shell ticks between probe writes while the store refuses writes.
+const PROBE_TICKS: u64 = 4;
 
 /// A local submission waiting for the core's `Submitted`.
 pub(crate) type SubmitReply = oneshot::Sender<Result<Vec<SubmittedRecord>, SubmitError>>;
@@ -395,6 +397,11 @@ impl Actor {
         }
         self.refresh_own_insights();
         self.check_collective(self.ticks);
+        if self.ticks.is_multiple_of(PROBE_TICKS) && self.sh.health.start_probe() {
+            self.job(super::health::probe, |a, r| {
+                a.sh.health.probed(matches!(r, Ok(Ok(()))));
+            });
+        }
         if self.ticks.is_multiple_of(SAVE_ADDRS_TICKS) {
             let addrs = self.peer_addrs_to_save();
             let classes = self.reputation_classes(now);
