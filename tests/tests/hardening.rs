@@ -260,3 +260,126 @@ async fn a_full_disk_answers_507_marks_the_node_unhealthy_and_heals() {
     }
     assert_eq!(n.pattern_count(), 3);
 }
+
+/// Issue 12 #12: a sync request whose cursor names no stored record is
+/// answered with an empty page, not "internal error".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_naming_no_record_answers_an_empty_page() {
+    use metamesh_protocol::sync::SyncRequest;
+    use metamesh_protocol::wire::{Cursor, RequestFilters};
+    let n = TestNode::start(test_config(&[])).await;
+    record(&n, vec![pattern("held", Depth::Standard, 0.7)]).await;
+    let (adv, mut events, _task) = network::start(
+        Keypair::generate_ed25519(),
+        NetworkConfig {
+            listen: vec![],
+            bootstrap: vec![n.addr()],
+            target_peers: 1,
+            ..NetworkConfig::default()
+        },
+    )
+    .unwrap();
+    let p = n.n().peer_id();
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let mut req = SyncRequest::new(16);
+    req.filters = Some(RequestFilters::default());
+    req.cursor = Some(Cursor {
+        origin: Keypair::generate_ed25519().public().to_peer_id(),
+        seq: 12345,
+    });
+    // (the connection may still be coming up: retry the first request)
+    let mut answer = None;
+    for _ in 0..100 {
+        match adv.request(p, req.clone()).await {
+            Ok(r) => {
+                answer = Some(r);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let r = answer.expect("the node answered");
+    assert_eq!(r.error, None, "{r:?}");
+    assert!(r.records.is_empty() && !r.more, "{r:?}");
+    // a valid request still gets the record
+    let mut ok = SyncRequest::new(16);
+    ok.filters = Some(RequestFilters::default());
+    let r = adv.request(p, ok).await.unwrap();
+    assert_eq!(r.records.len(), 1, "{r:?}");
+}
+
+/// Issue 12 #4: concurrent batch POSTs to a real node — every pattern a 201
+/// acknowledged is stored, nothing of a refused one (a 503 means nothing
+/// was stored, so a client's retry makes no duplicate), and the API keeps
+/// answering while the batches are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batch_posts_store_exactly_what_was_acknowledged() {
+    let n = TestNode::start(test_config(&[])).await;
+    let api = n.api();
+    let mut posts = Vec::new();
+    for c in 0..16 {
+        let body: Vec<_> = (0..500)
+            .map(|i| pattern_json(&format!("c{c}-{i}"), Depth::Deep, 0.5))
+            .collect();
+        let url = format!("{api}/v1/patterns");
+        posts.push(tokio::spawn(async move {
+            let r = reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (c, r.status().as_u16())
+        }));
+    }
+    // the API answers meanwhile
+    let (s, _) = status_of(&n, "/v1/node").await;
+    assert_eq!(s, 200);
+    let mut acked = 0u64;
+    let mut refused = Vec::new();
+    for p in posts {
+        let (c, status) = p.await.unwrap();
+        match status {
+            201 => acked += 500,
+            503 => refused.push(c),
+            other => panic!("batch {c}: {other}"),
+        }
+    }
+    assert_eq!(n.pattern_count(), acked, "refused batches {refused:?}");
+    assert!(acked > 0);
+}
+
+/// Issue 12 #13: past the per-origin quota its peers apply, the local
+/// writer is pushed back (429, nothing stored) instead of writing what
+/// peers would re-pull and discard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_gets_429_at_the_quota_and_nothing_is_stored() {
+    let mut cfg = test_config(&[]);
+    cfg.limits.records_per_origin_per_hour = 50;
+    let n = TestNode::start(cfg).await;
+    let batch = |k: usize, tag: &str| -> Vec<serde_json::Value> {
+        (0..k)
+            .map(|i| pattern_json(&format!("{tag}-{i}"), Depth::Light, 0.5))
+            .collect()
+    };
+    let post = |body: Vec<serde_json::Value>| {
+        let url = format!("{}/v1/patterns", n.api());
+        async move {
+            let r = http().post(url).json(&body).send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let (s, b) = post(batch(40, "a")).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = post(batch(20, "b")).await;
+    assert_eq!(s, 429, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("quota"), "{b}");
+    assert_eq!(n.pattern_count(), 40);
+    let (s, b) = post(batch(10, "c")).await;
+    assert_eq!(s, 201, "what fits still goes: {b}");
+    assert_eq!(n.pattern_count(), 50);
+}
