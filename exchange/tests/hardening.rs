@@ -592,3 +592,51 @@ fn store_records(
         })
         .collect()
 }
+
+/// #8: a record declined for a reason that can pass — here the origin's
+/// reputation below the acceptance threshold — is not stored and does not
+/// advance the frontier; when the reason goes away (the operator lowers the
+/// threshold) it is fetched again. (The quota case: core.rs
+/// `quota_targets_the_origin_and_deferred_records_come_back`.)
+#[test]
+fn records_declined_for_low_reputation_come_back_when_the_reason_goes() {
+    let mut net = Net::new(3, 28, cfg());
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.run_until(S);
+    let (origin, relay) = (net.peer(0), net.peer(1));
+    let now = net.now();
+    for _ in 0..10 {
+        net.nodes[2].state.handle(
+            Input::Charge {
+                peer: origin,
+                event: ReputationEvent::InconsistentWithConsensus,
+            },
+            now,
+        );
+    }
+    assert!(net.nodes[2].state.standing(&origin, now).score < -20.0);
+    net.submit(0, 3);
+    net.run_until(20 * S);
+    assert!(net.nodes[1].state.frontier().get(&origin).is_some());
+    assert!(
+        net.nodes[2].state.frontier().get(&origin).is_none(),
+        "frontier advanced past declined records"
+    );
+    assert!(net.nodes[2].state.deferred().any(|(o, _)| *o == origin));
+    assert!(rep(&net.nodes[2].state, &relay).is_none_or(|r| penalties(&r).is_empty()));
+    let relaxed = Config {
+        min_reputation_patterns: -100.0,
+        ..cfg()
+    };
+    let now = net.now();
+    net.nodes[2]
+        .state
+        .handle(Input::Config(Box::new(relaxed)), now);
+    net.run_until(700 * S);
+    assert_eq!(
+        net.nodes[2].state.frontier().get(&origin),
+        net.nodes[0].state.frontier().get(&origin),
+        "the declined records were fetched again"
+    );
+}
