@@ -221,7 +221,8 @@ impl State {
     /// Sign and broadcast our pending insights, at most every
     /// `insight_interval_secs`.
     pub(crate) fn maybe_broadcast_insight(&mut self, now: f64) {
-        if self.pending_insight.is_none()
+        if self.writes_backed_up()
+            || self.pending_insight.is_none()
             || now - self.last_insight_at < self.cfg.insight_interval_secs
         {
             return;

@@ -640,3 +640,78 @@ fn records_declined_for_low_reputation_come_back_when_the_reason_goes() {
         "the declined records were fetched again"
     );
 }
+
+/// #8/#13, load: when the store's writes back up, verified records from
+/// peers are shed (Ignore: not stored, not forwarded; reconciliation brings
+/// them later) instead of queueing without bound or evicting the core's
+/// bookkeeping of writes in flight (a forgotten write is never answered);
+/// a quarter of the room stays for our own submissions.
+#[test]
+fn backed_up_writes_shed_peers_records_and_keep_room_for_our_own() {
+    let mut c = cfg();
+    c.max_pending_writes = 8;
+    let init = Init {
+        key: testutil::key(19),
+        epoch: Some(1_700_000_000),
+        last_own_seq: 0,
+        frontier: Default::default(),
+        reputation: vec![],
+        own_insight: None,
+        seed: 3,
+    };
+    let mut st = State::new(c, init);
+    let relay = testutil::key(20).public().to_peer_id();
+    let mut persists = 0;
+    let mut ignored = Vec::new();
+    for i in 0..10u64 {
+        let k = testutil::key(70_000 + i);
+        let r = SignedRecord::sign_pattern(junk(i, 0.5), 1, &k);
+        let outs = st.handle(gossip(i, Topic::Records, relay, push(r)), T0);
+        let vid = outs
+            .iter()
+            .find_map(|o| match o {
+                Output::Verify { id, .. } => Some(*id),
+                _ => None,
+            })
+            .unwrap();
+        let outs = st.handle(
+            Input::Verified {
+                id: vid,
+                results: vec![Ok(k.public().to_peer_id())],
+            },
+            T0,
+        );
+        // the writes are never answered: they stay in flight
+        persists += outs
+            .iter()
+            .filter(|o| matches!(o, Output::Persist { .. }))
+            .count();
+        if outs.contains(&Output::Validate {
+            id: MsgId(i),
+            acceptance: Acceptance::Ignore,
+        }) {
+            ignored.push(i);
+        }
+    }
+    assert_eq!(persists, 6, "peers' records use at most 3/4 of the room");
+    assert_eq!(ignored, vec![6, 7, 8, 9]);
+    assert_eq!(st.counters().records_shed, 4);
+    let writing = st
+        .table_sizes()
+        .into_iter()
+        .find(|(n, _, _)| *n == "writing")
+        .unwrap();
+    assert_eq!(writing.1, 6);
+    // our own submission still finds room
+    let outs = st.handle(
+        Input::Submit {
+            id: SubmitId(1),
+            patterns: vec![testutil::pattern(0.7)],
+        },
+        T0,
+    );
+    assert!(
+        outs.iter().any(|o| matches!(o, Output::Persist { .. })),
+        "{outs:?}"
+    );
+}

@@ -121,12 +121,17 @@ async fn one_latency(from: &TestNode, to: &TestNode, tag: &str) -> f64 {
         .await
         .unwrap();
     let seq = done[0].seq;
+    let stored = start.elapsed().as_secs_f64() * 1e3;
     let store = to.n().node.store();
     while store.frontier_of(&origin) < seq {
         assert!(start.elapsed() < DEADLINE, "{tag} never reached n2");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    start.elapsed().as_secs_f64() * 1e3
+    let total = start.elapsed().as_secs_f64() * 1e3;
+    if std::env::var_os("FLOOD_VERBOSE").is_some() {
+        eprintln!("{tag}: stored on n1 after {stored:.1} ms, at n2 after {total:.1} ms");
+    }
+    total
 }
 
 pub async fn run(opts: &Options) -> Outcome {
@@ -142,7 +147,10 @@ pub async fn run(opts: &Options) -> Outcome {
     // listens nowhere, so n2 cannot dial it, and it refuses n2 itself:
     // everything it sends reaches n2 through n1).
     let adv_key = Keypair::generate_ed25519();
-    let adv_id = adv_key.public().to_peer_id();
+    // (a second identity of the adversary for the bad signatures: the first
+    // one's send queue may still hold the flood)
+    let adv_key2 = Keypair::generate_ed25519();
+    let adv_id2 = adv_key2.public().to_peer_id();
     let (adv, mut events, _task) = network::start(
         adv_key,
         NetworkConfig {
@@ -229,14 +237,65 @@ pub async fn run(opts: &Options) -> Outcome {
     }
     stop.store(true, Ordering::SeqCst);
     let flood_secs = flood.await.unwrap();
+    let c1 = n1.n().node.counters().await.unwrap();
+    let c2 = n2.n().node.counters().await.unwrap();
+    eprintln!(
+        "flood: {} sent in {flood_secs:.1} s; before p50 {:.1} ms, during p50 {:.1} ms; \
+         n1 gossip received {} shed {}; n2 gossip received {} accepted {} shed {}",
+        sent.load(Ordering::Relaxed),
+        median(&before),
+        median(&during),
+        c1.gossip_records_received,
+        c1.records_shed,
+        c2.gossip_records_received,
+        c2.records_accepted,
+        c2.records_shed
+    );
 
-    // Records whose signatures do not verify, from the adversary.
+    // Records whose signatures do not verify, from the adversary's second identity.
+    let (adv, mut events2, _task2) = network::start(
+        adv_key2,
+        NetworkConfig {
+            listen: vec![],
+            bootstrap: vec![n1.addr()],
+            target_peers: 1,
+            denied: vec![p2],
+            ..NetworkConfig::default()
+        },
+    )
+    .unwrap();
+    let ready = Arc::new(AtomicBool::new(false));
+    {
+        let (ready, peers_seen) = (ready.clone(), peers_seen.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = events2.recv().await {
+                match ev {
+                    NetEvent::PeerConnected { peer } => peers_seen.lock().unwrap().push(peer),
+                    NetEvent::PeerSubscribed { peer } if peer == p1 => {
+                        ready.store(true, Ordering::SeqCst)
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    wait_until("the adversary's second connection is in n1's mesh", || {
+        let r = ready.clone();
+        async move { r.load(Ordering::SeqCst) }
+    })
+    .await;
     for i in 0..opts.invalid {
         let k = Keypair::generate_ed25519();
         let mut r =
             SignedRecord::sign_pattern(pattern(&format!("forged-{i}"), Depth::Deep, 1.0), 1, &k);
         r.signature[9] ^= 0x10;
-        let _ = adv.publish(TopicKind::Records, push(r)).await;
+        // (its send queue may still be full of the flood: retry)
+        let data = push(r);
+        let start = Instant::now();
+        while adv.publish(TopicKind::Records, data.clone()).await.is_err() {
+            assert!(start.elapsed() < DEADLINE, "the adversary cannot publish");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     if opts.invalid > 0 {
         wait_until("n1 counted the bad signatures", || async {
@@ -287,7 +346,7 @@ pub async fn run(opts: &Options) -> Outcome {
             .unwrap_or(0),
         adversary_score_at_n1: rep1
             .iter()
-            .find(|r| r.peer_id == adv_id.to_string())
+            .find(|r| r.peer_id == adv_id2.to_string())
             .map(|r| r.score),
         n2_rejected: s2["metrics"]["rejected_by_reason"].clone(),
         adversary_peers: peers_seen.lock().unwrap().clone(),

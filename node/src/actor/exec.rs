@@ -89,7 +89,10 @@ impl Actor {
                 );
             }
             Output::Verify { id, records } => {
-                self.job(
+                // (a pool of its own: a flood's checks queue behind each
+                // other, not in front of store reads and API work)
+                self.job_on(
+                    self.sh.verify_pool.clone(),
                     move |sh: &Shared| store_io::verify(&sh.keys, &records),
                     move |a, r| match r {
                         Ok(results) => a.input(Input::Verified { id, results }),
@@ -99,7 +102,10 @@ impl Actor {
                 );
             }
             Output::Persist { id, batch } => {
+                // only local submissions carry our own highest seq
+                let own = batch.own_seq.is_some();
                 self.write_job(
+                    own,
                     move |sh: &Shared| {
                         let writer = sh
                             .writer()

@@ -107,6 +107,10 @@ pub(crate) struct Shared {
     pub pool: pool::Pool,
     /// Core writes (they wait for the group commit's flush).
     pub write_pool: pool::Pool,
+    /// Writes of our own records (never behind peers' writes).
+    pub own_write_pool: pool::Pool,
+    /// Signature checks of peers' records.
+    pub verify_pool: pool::Pool,
     /// The group-commit writer: concurrent batches share one flush (taken
     /// on shutdown: its thread holds the store).
     pub writer: std::sync::Mutex<Option<Writer>>,
@@ -267,6 +271,8 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         parent: cfg.parent_peer(),
         pool,
         write_pool: pool::Pool::new(pool::WRITE_WORKERS),
+        own_write_pool: pool::Pool::new(pool::OWN_WRITE_WORKERS),
+        verify_pool: pool::Pool::new(pool::VERIFY_WORKERS),
         writer: std::sync::Mutex::new(Some(writer)),
         keys: std::sync::Mutex::new(KeyCache::new()),
         sign_after: init.epoch.map_or(0.0, |e| f64::from(e) + 1.0),

@@ -223,17 +223,23 @@ impl Actor {
     }
 
     /// Like [`Actor::job`], on the write pool (jobs that wait for a flush
-    /// must not hold the workers that serve and verify).
-    pub(super) fn write_job<T, J, K>(&self, job: J, then: K)
+    /// must not hold the workers that serve and verify); `own` writes (our
+    /// local submissions) on a pool of their own, never behind peers' writes.
+    pub(super) fn write_job<T, J, K>(&self, own: bool, job: J, then: K)
     where
         T: Send + 'static,
         J: FnOnce(&Shared) -> T + Send + 'static,
         K: FnOnce(&mut Actor, Result<T, PoolError>) + Send + 'static,
     {
-        self.job_on(self.sh.write_pool.clone(), job, then)
+        let pool = if own {
+            &self.sh.own_write_pool
+        } else {
+            &self.sh.write_pool
+        };
+        self.job_on(pool.clone(), job, then)
     }
 
-    fn job_on<T, J, K>(&self, pool: super::pool::Pool, job: J, then: K)
+    pub(super) fn job_on<T, J, K>(&self, pool: super::pool::Pool, job: J, then: K)
     where
         T: Send + 'static,
         J: FnOnce(&Shared) -> T + Send + 'static,
