@@ -360,3 +360,83 @@ fn a_second_node_on_an_occupied_port_fails_naming_the_address() {
     assert_eq!(err.matches("error:").count(), 1, "{err}");
     drop(first.child.kill());
 }
+
+/// A lone node (no bootstrap peers, default log level) that starts, records
+/// and reads through its API writes no WARN or ERROR line, and no ANSI colour
+/// codes into a redirected log. (Before the fix, kad's own bootstrap timer
+/// logged "Failed to trigger bootstrap: No known peers" at WARN.)
+#[test]
+fn a_lone_node_logs_no_warnings_and_no_colour() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    ok(&dir, &["init"]);
+    let log_path = tmp.path().join("node.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = bin()
+        .env_remove("RUST_LOG")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args([
+            "run",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut node = Node {
+        child,
+        base: String::new(),
+    };
+    let api_file = dir.join("api.addr");
+    wait_for("api.addr", || {
+        assert!(node.child.try_wait().unwrap().is_none(), "the node exited");
+        api_file.exists()
+    });
+    node.base = format!(
+        "http://{}",
+        std::fs::read_to_string(&api_file).unwrap().trim()
+    );
+    let http = reqwest::blocking::Client::new();
+    wait_for("the API", || {
+        http.get(format!("{}/v1/node", node.base))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    });
+    ok(
+        &dir,
+        &[
+            "record",
+            "--depth",
+            "deep",
+            "--quality",
+            "0.8",
+            "--atp-before",
+            "10",
+            "--atp-after",
+            "5",
+        ],
+    );
+    let stats: Value = http
+        .get(format!("{}/v1/stats", node.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(stats["pattern_count"], 1, "{stats}");
+    stop(node, &dir);
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.contains("INFO"),
+        "the log has the node's info lines: {text}"
+    );
+    assert!(!text.contains('\u{1b}'), "ANSI codes in {text:?}");
+    let loud: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(loud.is_empty(), "a lone node warned: {loud:#?}");
+}

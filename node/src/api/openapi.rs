@@ -28,6 +28,35 @@ pub enum DepthSchema {
     Thorough,
 }
 
+/// `scope` of `GET /v1/insights` (any case is accepted).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = Scope)]
+pub enum ScopeSchema {
+    Local,
+    Collective,
+}
+
+/// `format` of `POST /v1/import` (any case is accepted).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = ImportFormat)]
+pub enum ImportFormatSchema {
+    Unified,
+    Thor,
+    Legion,
+}
+
+/// `strategy` of `GET /v1/recommendation` (any case is accepted).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = Strategy)]
+pub enum StrategySchema {
+    Legion,
+    Thor,
+    Posterior,
+}
+
 /// A pattern in the unified schema (seed 004). On input only `depth_used`,
 /// `quality_achieved`, `success`, `atp_before` and `atp_after` are required.
 #[derive(Serialize, ToSchema)]
@@ -143,7 +172,7 @@ fn get_patterns() {}
 
 #[utoipa::path(post, path = "/v1/import", tag = "patterns",
     params(
-        ("format" = Option<String>, Query, description = "unified (default), thor or legion"),
+        ("format" = Option<ImportFormatSchema>, Query, description = "unified (default), thor or legion"),
         ("default_node" = Option<String>, Query, description = "node_id for lines without one"),
         ("line_offset" = Option<u64>, Query, description = "Added to reported line numbers"),
     ),
@@ -161,14 +190,14 @@ fn post_import() {}
 fn get_export() {}
 
 #[utoipa::path(get, path = "/v1/insights", tag = "learning",
-    params(("scope" = Option<String>, Query, description = "local or collective (default)")),
+    params(("scope" = Option<ScopeSchema>, Query, description = "local or collective (default)")),
     responses((status = 200, body = InsightsDocumentSchema), (status = 400, body = ApiError)))]
 fn get_insights() {}
 
 #[utoipa::path(get, path = "/v1/recommendation", tag = "learning",
     params(
         ("atp" = f64, Query, minimum = 0.0, maximum = 1e9),
-        ("strategy" = Option<String>, Query, description = "legion, thor or posterior (default)"),
+        ("strategy" = Option<StrategySchema>, Query, description = "legion, thor or posterior (default)"),
     ),
     responses((status = 200, body = Recommendation), (status = 400, body = ApiError)))]
 fn get_recommendation() {}
@@ -242,6 +271,9 @@ fn get_events() {}
         ImportReport,
         ImportLineError,
         DepthSchema,
+        ScopeSchema,
+        ImportFormatSchema,
+        StrategySchema,
         PatternSchema,
         PatternBody,
         InsightsDocumentSchema,
