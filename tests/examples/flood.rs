@@ -227,7 +227,16 @@ pub async fn run(opts: &Options) -> Outcome {
     };
     // let it build up, then time honest patterns while it runs
     let flood_at_n2 = |n: &TestNode| n.n().node.store().frontier().len().saturating_sub(1);
-    wait_until("n2 holds flood records", || async { flood_at_n2(&n2) >= 1 }).await;
+    wait_until(
+        "every flood identity published, n2 holds flood records",
+        || {
+            let sent = sent.clone();
+            let n = opts.identities as u64;
+            let at_n2 = flood_at_n2(&n2);
+            async move { sent.load(Ordering::Relaxed) >= n && at_n2 >= 1 }
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut during = Vec::new();
     for i in 0..opts.samples {

@@ -40,7 +40,7 @@ async fn a_many_identity_flood_leaves_the_honest_forwarder_in_good_standing() {
         o.before_ms, o.during_ms
     );
     // the flood was real and n1 forwarded it
-    assert!(o.flood_sent >= 400, "{}", o.flood_sent);
+    assert!(o.flood_sent >= 100, "{}", o.flood_sent);
     assert!(
         o.flood_origins_at_n2 >= 50,
         "n2 holds records of only {} flood identities",
