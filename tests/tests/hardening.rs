@@ -217,11 +217,13 @@ async fn a_full_disk_answers_507_marks_the_node_unhealthy_and_heals() {
     assert_eq!(s, 201, "{b}");
     assert_eq!(status_of(&n, "/healthz").await.0, 200);
 
-    let mut stored = 1;
-    for (kind, code) in [
+    let faults = [
         (FailureKind::DiskFull, 507),
         (FailureKind::NeedsReopen, 503),
-    ] {
+    ];
+    for (round, (kind, code)) in faults.into_iter().enumerate() {
+        // "before" and each earlier round's "after"
+        let stored = 1 + round as u64;
         n.n().node.inject_store_fault(Some(kind));
         // the write that meets the failure, then one refused before the core
         for id in ["meets-it", "refused"] {
@@ -255,7 +257,6 @@ async fn a_full_disk_answers_507_marks_the_node_unhealthy_and_heals() {
         assert!(n.n().node.store_fault().is_none());
         let (s, b) = post(&n, &format!("after-{code}")).await;
         assert_eq!(s, 201, "{b}");
-        stored += 1;
         assert_eq!(status_of(&n, "/v1/stats").await.0, 200);
     }
     assert_eq!(n.pattern_count(), 3);
