@@ -370,6 +370,9 @@ impl State {
                     via,
                 },
             );
+            // Peers' records: a crash may lose them with their frontier
+            // entries, and they are pulled again.
+            batch.relaxed = batch.own_seq.is_none() && batch.insights.is_empty();
             self.out.push(Output::Persist { id, batch });
         }
     }

@@ -228,6 +228,12 @@ pub struct PersistBatch {
     pub reputation: Vec<(PeerId, Vec<u8>)>,
     /// Our own highest seq reached (the shell persists it with the batch).
     pub own_seq: Option<u64>,
+    /// The batch holds only what peers can send again (their records and
+    /// declined slots): the shell may answer once it is applied and flush
+    /// it shortly after. A crash then loses the records *and* the frontier
+    /// entries they moved, so they are pulled again. Own records, own seqs
+    /// and insights are never relaxed.
+    pub relaxed: bool,
 }
 
 impl PersistBatch {

@@ -38,6 +38,21 @@ fn a_pattern_is_pushed_to_every_node_and_stored_once() {
         assert_eq!(c.pulled_records_received, 0, "node {i}: {c:?}");
         assert_eq!(c.gossip_records_received, 3);
     }
+    // Own records are written durably (the 201 waits for the flush); the
+    // receivers' copies may be relaxed (they can be pulled again).
+    assert!(!net.nodes[0].persists.is_empty());
+    assert!(net.nodes[0]
+        .persists
+        .iter()
+        .all(|(relaxed, own)| *own && !*relaxed));
+    for i in 1..4 {
+        let p = &net.nodes[i].persists;
+        assert!(!p.is_empty(), "node {i} persisted nothing");
+        assert!(
+            p.iter().all(|(relaxed, own)| !*own && *relaxed),
+            "node {i}: {p:?}"
+        );
+    }
 }
 
 #[test]

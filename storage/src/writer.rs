@@ -10,6 +10,16 @@
 //!
 //! The queue is bounded ([`WriterConfig::queue`] jobs): a full queue blocks
 //! submitters (backpressure), it never grows without bound.
+//!
+//! *Relaxed* submissions ([`Writer::submit_relaxed`]) are for data the node
+//! can get again — records received from peers. A group of only relaxed jobs
+//! is applied (one atomic sled batch: records and their frontiers together)
+//! and answered without waiting for a flush; the thread flushes them when a
+//! durable job comes, or once nothing new arrived for
+//! [`WriterConfig::relaxed_flush`]. A crash loses at most that window of
+//! peers' records — and their frontier entries with them, so the node pulls
+//! them again. Gossip bursts then cost one flush per burst, not one per
+//! record.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -28,6 +38,8 @@ pub struct WriterConfig {
     pub queue: usize,
     /// A group closes once it holds this many records (more queued wait for the next).
     pub max_group_records: usize,
+    /// Longest a relaxed write waits for its flush when the writer is idle.
+    pub relaxed_flush: std::time::Duration,
 }
 
 impl Default for WriterConfig {
@@ -35,6 +47,7 @@ impl Default for WriterConfig {
         WriterConfig {
             queue: 1024,
             max_group_records: crate::store::MAX_BATCH,
+            relaxed_flush: std::time::Duration::from_millis(200),
         }
     }
 }
@@ -45,13 +58,17 @@ pub type Reply = Box<dyn FnOnce(Result<Outcomes, StoreError>) + Send>;
 struct Job {
     batch: Batch,
     reply: Reply,
+    /// Answer after apply; the flush may come later (see the module docs).
+    relaxed: bool,
 }
 
 /// Counters of the writer thread.
 #[derive(Debug, Default)]
 pub struct WriterStats {
-    /// Groups written (= flushes).
+    /// Groups written.
     pub groups: AtomicU64,
+    /// Flushes (fsyncs); below `groups` when relaxed groups shared one.
+    pub flushes: AtomicU64,
     /// Submissions acknowledged.
     pub jobs: AtomicU64,
     /// Records (or patterns) in them.
@@ -90,9 +107,10 @@ impl Writer {
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
         let max = cfg.max_group_records.max(1);
+        let linger = cfg.relaxed_flush;
         let thread = std::thread::Builder::new()
             .name("metamesh-writer".into())
-            .spawn(move || run(store, key, rx, max, &st))?;
+            .spawn(move || run(store, key, rx, max, linger, &st))?;
         Ok(Writer {
             tx,
             stats,
@@ -116,7 +134,30 @@ impl Writer {
     /// flush that covers `batch` (send it into a oneshot channel from async
     /// code). Blocks only while the queue is full.
     pub fn submit_with(&self, batch: Batch, reply: Reply) -> Result<(), StoreError> {
-        self.tx.send(Job { batch, reply }).map_err(|_| closed())
+        self.tx
+            .send(Job {
+                batch,
+                reply,
+                relaxed: false,
+            })
+            .map_err(|_| closed())
+    }
+
+    /// Submit data the node can fetch again (peers' records) and wait until
+    /// it is applied and readable; it is flushed within
+    /// [`WriterConfig::relaxed_flush`] or with the next durable job.
+    pub fn submit_relaxed(&self, batch: Batch) -> Result<Outcomes, StoreError> {
+        let (rtx, rrx) = mpsc::channel();
+        self.tx
+            .send(Job {
+                batch,
+                reply: Box::new(move |r| {
+                    let _ = rtx.send(r);
+                }),
+                relaxed: true,
+            })
+            .map_err(|_| closed())?;
+        rrx.recv().map_err(|_| closed())?
     }
 
     /// Submit without waiting; [`Ticket::wait`] for the result.
@@ -159,8 +200,38 @@ impl Ticket {
     }
 }
 
-fn run(store: Store, key: Option<Keypair>, rx: Receiver<Job>, max: usize, stats: &WriterStats) {
-    while let Ok(first) = rx.recv() {
+fn run(
+    store: Store,
+    key: Option<Keypair>,
+    rx: Receiver<Job>,
+    max: usize,
+    linger: std::time::Duration,
+    stats: &WriterStats,
+) {
+    // Relaxed writes applied but not yet flushed.
+    let mut unflushed = false;
+    loop {
+        let first = if unflushed {
+            match rx.recv_timeout(linger) {
+                Ok(j) => j,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Idle: make the relaxed writes durable. A failure here
+                    // surfaces again at the next durable job's flush.
+                    if let Err(e) = store.flush() {
+                        tracing::warn!(error = %e, "flushing relaxed writes failed");
+                    }
+                    stats.flushes.fetch_add(1, Ordering::Relaxed);
+                    unflushed = false;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(j) => j,
+                Err(_) => break,
+            }
+        };
         let mut n = first.batch.len();
         let mut jobs = vec![first];
         while n < max {
@@ -172,10 +243,18 @@ fn run(store: Store, key: Option<Keypair>, rx: Receiver<Job>, max: usize, stats:
                 Err(_) => break,
             }
         }
+        let durable = jobs.iter().any(|j| !j.relaxed);
         let (batches, replies): (Vec<Batch>, Vec<Reply>) =
             jobs.into_iter().map(|j| (j.batch, j.reply)).unzip();
         let results = store.write_group(key.as_ref(), batches);
-        let flushed = store.flush().map_err(|e| e.to_string());
+        let flushed = if durable {
+            stats.flushes.fetch_add(1, Ordering::Relaxed);
+            unflushed = false;
+            store.flush().map(|_| ()).map_err(|e| e.to_string())
+        } else {
+            unflushed = true;
+            Ok(())
+        };
         stats.groups.fetch_add(1, Ordering::Relaxed);
         stats
             .jobs
@@ -190,5 +269,9 @@ fn run(store: Store, key: Option<Keypair>, rx: Receiver<Job>, max: usize, stats:
             };
             reply(r);
         }
+    }
+    if unflushed {
+        let _ = store.flush();
+        stats.flushes.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -23,6 +23,8 @@ pub struct Node {
     pub submitted: Vec<(SubmitId, Result<Vec<SubmittedRecord>, SubmitError>)>,
     pub scores: BTreeMap<PeerId, f64>,
     pub disconnects: Vec<PeerId>,
+    /// Per `Persist` batch holding records: (relaxed, own records in it).
+    pub persists: Vec<(bool, bool)>,
 }
 
 pub struct Net {
@@ -80,6 +82,7 @@ impl Net {
                 submitted: vec![],
                 scores: BTreeMap::new(),
                 disconnects: vec![],
+                persists: vec![],
             });
         }
         Net {
@@ -297,6 +300,11 @@ impl Net {
                 self.send(i, Input::Verified { id, results });
             }
             Output::Persist { id, batch } => {
+                if !batch.records.is_empty() {
+                    let me = self.peer(i);
+                    let own = batch.records.iter().any(|(_, b)| b.origin == me);
+                    self.nodes[i].persists.push((batch.relaxed, own));
+                }
                 let p = self.nodes[i].store.apply(batch);
                 self.send(i, Input::Persisted { id, result: Ok(p) });
             }

@@ -51,8 +51,9 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("writer answered {what}"))
 }
 
-/// Write a core batch durably (group commit: concurrent batches share one
-/// flush) and report each record's outcome and the touched frontiers.
+/// Write a core batch (group commit: concurrent batches share one flush;
+/// a relaxed batch is answered once applied) and report each record's
+/// outcome and the touched frontiers.
 pub(crate) fn persist(
     store: &Store,
     writer: &Writer,
@@ -71,9 +72,19 @@ pub(crate) fn persist(
     let mut touched: BTreeSet<PeerId> = BTreeSet::new();
     let mut outcomes = Vec::with_capacity(batch.records.len());
     let mut flushed = false;
+    // Peers' records: answered once applied, flushed by the writer shortly
+    // after (see `Writer::submit_relaxed`); everything else waits for its flush.
+    let relaxed = batch.relaxed && batch.own_seq.is_none() && batch.insights.is_empty();
+    let submit = |b: Batch| {
+        if relaxed {
+            writer.submit_relaxed(b)
+        } else {
+            writer.submit(b)
+        }
+    };
     if !batch.records.is_empty() {
         touched.extend(batch.records.iter().map(|(_, b)| b.origin));
-        match writer.submit(Batch::Insert(batch.records))? {
+        match submit(Batch::Insert(batch.records))? {
             Outcomes::Inserted(v) => outcomes.extend(v.into_iter().map(|o| match o {
                 InsertOutcome::Inserted => WriteOutcome::Inserted,
                 InsertOutcome::Duplicate => WriteOutcome::Duplicate,
@@ -95,7 +106,7 @@ pub(crate) fn persist(
                 hash: d.hash,
             })
             .collect();
-        writer.submit(Batch::Decline(slots))?;
+        submit(Batch::Decline(slots))?;
         flushed = true;
     }
     if !flushed {

@@ -50,6 +50,12 @@ struct Args {
     /// comparison keys are then NaN) — about a third of the cells.
     #[arg(long)]
     quick: bool,
+    /// Run only the cells whose label ("<mesh> N=<n> <adversary> <aggregation>
+    /// <strategy>", e.g. "strangers N=10 camouflaged30 robust posterior")
+    /// contains one of these strings (repeatable). Headline ratios need
+    /// their baseline cells too (e.g. "N=1 none robust posterior").
+    #[arg(long)]
+    only: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -74,7 +80,21 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let started = Instant::now();
-    let cells = standard_cells(args.quick);
+    let mut cells = standard_cells(args.quick);
+    if !args.only.is_empty() {
+        cells.retain(|c| {
+            let label = format!(
+                "{} N={} {} {} {}",
+                if c.open { "strangers" } else { "members" },
+                c.honest,
+                c.adversary.label(),
+                c.aggregation.name(),
+                c.strategy.name()
+            );
+            args.only.iter().any(|o| label.contains(o.as_str()))
+        });
+        anyhow::ensure!(!cells.is_empty(), "--only: no cell matches {:?}", args.only);
+    }
     let mut summaries = Vec::with_capacity(cells.len());
     let mut runs_csv = String::from(
         "mesh,honest,adversary,aggregation,strategy,seed,hard,first_confident,first_confident_correct,rounds_to_correct,correct_at_budget,confidence_at_budget,regret,rounds,signed_checked\n",
