@@ -106,7 +106,7 @@ impl Default for Config {
             max_origin_buckets: 8192,
             max_peer_buckets: 4096,
             max_deferred_origins: 4096,
-            max_pending_verify: 4096,
+            max_pending_verify: 512,
             max_pending_writes: 256,
             max_outbound_requests: 256,
             max_inflight_ranges: 4096,

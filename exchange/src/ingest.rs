@@ -286,6 +286,9 @@ impl State {
             Via::Pull { peer } | Via::Promotion { peer } => *peer,
         };
         let promotion = matches!(job.via, Via::Promotion { .. });
+        // The store's writes are backed up: signatures are still judged
+        // (and charged), valid records are shed, not queued.
+        let shed = self.writes_backed_up();
         let mut batch = PersistBatch::default();
         let mut written = Vec::new();
         let mut verdict = Acceptance::Ignore;
@@ -323,6 +326,9 @@ impl State {
                     if !matches!(e, RecordError::UnsupportedVersion(_)) {
                         verdict = Acceptance::Reject;
                     }
+                }
+                CandKind::Insight { .. } | CandKind::Pattern { .. } if shed => {
+                    self.counters.records_shed += 1;
                 }
                 CandKind::Insight { body } => {
                     let seq = body.seq;

@@ -77,6 +77,15 @@ impl OwnSeq {
         (seq, prev)
     }
 
+    /// Own records at and after the one following `before` were not
+    /// stored (a failed write): the next record names `before` as its
+    /// `prev`, so the chain skips the seqs that never existed instead of
+    /// waiting for them (a frontier waits at a gap forever). The seqs
+    /// themselves are never signed again.
+    pub fn skip_unwritten(&mut self, before: u64) {
+        self.first_prev = Some(self.first_prev.map_or(before, |p| p.min(before)));
+    }
+
     /// An own record seen elsewhere (a peer held it): never sign at or below it.
     pub fn bump(&mut self, seq: u64) {
         if seq > self.last {
@@ -164,10 +173,15 @@ impl State {
         let p = match result {
             Ok(p) => p,
             Err(e) => {
+                // Nothing of it was stored: the chain goes on from before it.
+                if let Some((rec, sub, _)) = records.first() {
+                    let before = compat::prev_of(sub.seq, compat::record_prev(rec));
+                    self.own.skip_unwritten(before);
+                }
                 return self.out.push(Output::Submitted {
                     id,
                     result: Err(SubmitError::Store(e)),
-                })
+                });
             }
         };
         self.apply_frontier(&p.frontier);
@@ -207,7 +221,8 @@ impl State {
     /// Sign and broadcast our pending insights, at most every
     /// `insight_interval_secs`.
     pub(crate) fn maybe_broadcast_insight(&mut self, now: f64) {
-        if self.pending_insight.is_none()
+        if self.writes_backed_up()
+            || self.pending_insight.is_none()
             || now - self.last_insight_at < self.cfg.insight_interval_secs
         {
             return;

@@ -55,6 +55,9 @@ pub struct Counters {
     pub bytes_served: u64,
     pub unrequested_dropped: u64,
     pub announcements_sent: u64,
+    /// Verified records not stored because the store's writes were backed
+    /// up (not accepted, not forwarded; reconciliation brings them again).
+    pub records_shed: u64,
 }
 
 /// A connected peer.
@@ -381,6 +384,16 @@ impl State {
         }
     }
 
+    /// Writes in flight leave room for local submissions: records from
+    /// peers may use three quarters of `max_pending_writes`. Past it they
+    /// are shed (a flood backs up in its senders, not in our write queue,
+    /// and never takes the room our own writes need). A write the core
+    /// forgot because its table was full would never be answered.
+    pub(crate) fn writes_backed_up(&self) -> bool {
+        let cap = self.writing.cap();
+        self.writing.len() >= cap - cap / 4
+    }
+
     pub(crate) fn is_deferred(&self, origin: &PeerId, now: f64) -> bool {
         self.deferred.get(origin).is_some_and(|until| *until > now)
     }
@@ -449,7 +462,10 @@ impl State {
                 self.start_recon(p, now);
             }
         }
-        // persist changed reputation
+        // persist changed reputation (when there is room: later otherwise)
+        if self.writes_backed_up() {
+            return;
+        }
         let rep = self.book.take_dirty(1024);
         if !rep.is_empty() {
             let id = WriteId(self.id());

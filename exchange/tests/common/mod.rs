@@ -352,6 +352,13 @@ impl Net {
         }
     }
 
+    /// Publish raw bytes from node `i` as if its shell did (an adversary's
+    /// gossip: bytes the node's core never produced).
+    pub fn publish_raw(&mut self, i: usize, topic: Topic, data: Vec<u8>) {
+        self.nodes[i].seen.insert(ContentHash::of(&data));
+        self.gossip_to(i, topic, data, None);
+    }
+
     /// Submit patterns at node `i`.
     pub fn submit(&mut self, i: usize, n: usize) {
         let patterns = (0..n)

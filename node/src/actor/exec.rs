@@ -89,7 +89,10 @@ impl Actor {
                 );
             }
             Output::Verify { id, records } => {
-                self.job(
+                // (a pool of its own: a flood's checks queue behind each
+                // other, not in front of store reads and API work)
+                self.job_on(
+                    self.sh.verify_pool.clone(),
                     move |sh: &Shared| store_io::verify(&sh.keys, &records),
                     move |a, r| match r {
                         Ok(results) => a.input(Input::Verified { id, results }),
@@ -99,12 +102,24 @@ impl Actor {
                 );
             }
             Output::Persist { id, batch } => {
+                // only local submissions carry our own highest seq
+                let own = batch.own_seq.is_some();
                 self.write_job(
+                    own,
                     move |sh: &Shared| {
                         let writer = sh
                             .writer()
                             .ok_or_else(|| "the node is shutting down".to_string())?;
-                        store_io::persist(&sh.store, &writer, batch).map_err(|e| e.to_string())
+                        // A full disk or a broken store makes the node
+                        // unhealthy (see `health`); `injected` is its test seam.
+                        let r = match sh.health.injected() {
+                            Some(e) => Err(e),
+                            None => store_io::persist(&sh.store, &writer, batch),
+                        };
+                        r.map_err(|e| {
+                            sh.health.note(&e);
+                            e.to_string()
+                        })
                     },
                     move |a, r| {
                         let result = r.unwrap_or_else(|e| Err(e.to_string()));

@@ -136,6 +136,32 @@ impl Node {
         self.call(|a| a.core.counters().clone()).await
     }
 
+    /// Test seam (issue 12 #3b): make every store write fail as a full disk
+    /// (`DiskFull`) or a broken store (`NeedsReopen`) would; `None` stops.
+    #[doc(hidden)]
+    pub fn inject_store_fault(&self, kind: Option<metamesh_storage::recovery::FailureKind>) {
+        self.sh.health.inject(kind);
+    }
+
+    /// Why the store refuses writes, if it does.
+    pub fn store_fault(&self) -> Option<super::Fault> {
+        self.sh.health.fault()
+    }
+
+    /// Gossipsub's score of a peer (`None`: gossipsub does not know it), for
+    /// tests and tools: below `network::behaviour::GRAYLIST_THRESHOLD` the
+    /// transport ignores the peer.
+    pub async fn gossip_score(&self, peer: PeerId) -> Result<Option<f64>, NodeError> {
+        self.call(move |a| {
+            a.net
+                .peers()
+                .into_iter()
+                .find(|p| p.peer == peer)
+                .and_then(|p| p.gossip_score)
+        })
+        .await
+    }
+
     async fn weights(&self) -> Result<Weights, ApiError> {
         self.call(|a| a.weights())
             .await
@@ -175,6 +201,10 @@ impl Node {
         &self,
         patterns: Vec<Pattern>,
     ) -> Result<Vec<metamesh_exchange::SubmittedRecord>, ApiError> {
+        // A full disk or a broken store: refused before anything is signed.
+        if let Some(f) = self.sh.health.fault() {
+            return Err(f.refusal());
+        }
         // See `Shared::sign_after` (at most about a second after a start).
         let early = self.sh.sign_after - now_secs();
         if early > 0.0 {
@@ -205,7 +235,13 @@ impl Node {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
-                    Ok(Ok(r)) => done.extend(r.map_err(submit_error)?),
+                    Ok(Ok(r)) => {
+                        done.extend(r.map_err(|e| match (&e, self.sh.health.fault()) {
+                            // the write failed for the store's reason: 507 / 503
+                            (SubmitError::Store(_), Some(f)) => f.refusal(),
+                            _ => submit_error(e),
+                        })?)
+                    }
                     // Not 503: a 503 always means nothing was stored.
                     Ok(Err(_)) => {
                         return Err(ApiError::internal(
@@ -454,6 +490,9 @@ impl NodeApi for Node {
     }
 
     async fn stats(&self) -> Result<StatsView, ApiError> {
+        if let Some(f) = self.sh.health.fault() {
+            return Err(f.unhealthy());
+        }
         let (known, connected) = self
             .call(|a| (a.net.peers().len(), a.net.connected_count()))
             .await
@@ -480,6 +519,14 @@ impl NodeApi for Node {
             uptime_secs: self.sh.started.elapsed().as_secs_f64(),
             metrics: self.sh.metrics.snapshot(),
         })
+    }
+
+    async fn health(&self) -> Result<(), ApiError> {
+        // (`/healthz` prefixes "unhealthy: ")
+        if let Some(f) = self.sh.health.fault() {
+            return Err(ApiError::unavailable(f.describe()));
+        }
+        self.node_info().await.map(|_| ())
     }
 
     async fn node_info(&self) -> Result<NodeInfo, ApiError> {

@@ -20,6 +20,8 @@ mod core_config;
 pub use core_config::core_config;
 mod exec;
 pub mod handle;
+mod health;
+pub use health::{Fault, Health};
 pub mod pool;
 mod run;
 mod store_io;
@@ -105,6 +107,10 @@ pub(crate) struct Shared {
     pub pool: pool::Pool,
     /// Core writes (they wait for the group commit's flush).
     pub write_pool: pool::Pool,
+    /// Writes of our own records (never behind peers' writes).
+    pub own_write_pool: pool::Pool,
+    /// Signature checks of peers' records.
+    pub verify_pool: pool::Pool,
     /// The group-commit writer: concurrent batches share one flush (taken
     /// on shutdown: its thread holds the store).
     pub writer: std::sync::Mutex<Option<Writer>>,
@@ -116,6 +122,9 @@ pub(crate) struct Shared {
     pub sign_after: f64,
     /// Connected peers (written by the actor, read by handles).
     pub connected: AtomicUsize,
+    /// Whether the store writes (issue 12 #3b: a full disk refuses writes
+    /// with 507 and makes the node unhealthy until a probe write succeeds).
+    pub health: Health,
     pub started: Instant,
     pub api_addr: OnceLock<SocketAddr>,
     pub listen_addrs: OnceLock<Vec<Multiaddr>>,
@@ -262,10 +271,13 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         parent: cfg.parent_peer(),
         pool,
         write_pool: pool::Pool::new(pool::WRITE_WORKERS),
+        own_write_pool: pool::Pool::new(pool::OWN_WRITE_WORKERS),
+        verify_pool: pool::Pool::new(pool::VERIFY_WORKERS),
         writer: std::sync::Mutex::new(Some(writer)),
         keys: std::sync::Mutex::new(KeyCache::new()),
         sign_after: init.epoch.map_or(0.0, |e| f64::from(e) + 1.0),
         connected: AtomicUsize::new(0),
+        health: Health::default(),
         started: Instant::now(),
         api_addr: OnceLock::new(),
         listen_addrs: OnceLock::new(),

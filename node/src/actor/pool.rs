@@ -17,6 +17,13 @@ pub const STORE_WORKERS: usize = 4;
 /// writer's flush; the more of them wait at once, the larger the group
 /// that one flush (fsync) covers.
 pub const WRITE_WORKERS: usize = 32;
+/// Workers checking signatures of records from peers. A pool of their own,
+/// so that a flood's checks queue behind each other, not in front of store
+/// reads and API work (issue 12 #8: honest latency during a flood).
+pub const VERIFY_WORKERS: usize = 4;
+/// Workers writing our own records (local submissions), so that they never
+/// queue behind a flood of peers' records.
+pub const OWN_WRITE_WORKERS: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PoolError {

@@ -40,6 +40,8 @@ const SHELL_TICK: Duration = Duration::from_millis(500);
 const MAX_PENDING_GOSSIP: usize = 16 * 1024;
 /// Shell ticks between saving connected peers' addresses.
 const SAVE_ADDRS_TICKS: u64 = 60;
+/// Shell ticks between probe writes while the store refuses writes.
+const PROBE_TICKS: u64 = 4;
 
 /// A local submission waiting for the core's `Submitted`.
 pub(crate) type SubmitReply = oneshot::Sender<Result<Vec<SubmittedRecord>, SubmitError>>;
@@ -221,17 +223,23 @@ impl Actor {
     }
 
     /// Like [`Actor::job`], on the write pool (jobs that wait for a flush
-    /// must not hold the workers that serve and verify).
-    pub(super) fn write_job<T, J, K>(&self, job: J, then: K)
+    /// must not hold the workers that serve and verify); `own` writes (our
+    /// local submissions) on a pool of their own, never behind peers' writes.
+    pub(super) fn write_job<T, J, K>(&self, own: bool, job: J, then: K)
     where
         T: Send + 'static,
         J: FnOnce(&Shared) -> T + Send + 'static,
         K: FnOnce(&mut Actor, Result<T, PoolError>) + Send + 'static,
     {
-        self.job_on(self.sh.write_pool.clone(), job, then)
+        let pool = if own {
+            &self.sh.own_write_pool
+        } else {
+            &self.sh.write_pool
+        };
+        self.job_on(pool.clone(), job, then)
     }
 
-    fn job_on<T, J, K>(&self, pool: super::pool::Pool, job: J, then: K)
+    pub(super) fn job_on<T, J, K>(&self, pool: super::pool::Pool, job: J, then: K)
     where
         T: Send + 'static,
         J: FnOnce(&Shared) -> T + Send + 'static,
@@ -395,6 +403,11 @@ impl Actor {
         }
         self.refresh_own_insights();
         self.check_collective(self.ticks);
+        if self.ticks.is_multiple_of(PROBE_TICKS) && self.sh.health.start_probe() {
+            self.job(super::health::probe, |a, r| {
+                a.sh.health.probed(matches!(r, Ok(Ok(()))));
+            });
+        }
         if self.ticks.is_multiple_of(SAVE_ADDRS_TICKS) {
             let addrs = self.peer_addrs_to_save();
             let classes = self.reputation_classes(now);
