@@ -151,7 +151,9 @@ fn openapi() {}
         (status = 201, description = "Stored durably, in order", body = Vec<SubmittedPattern>),
         (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 408, body = ApiError),
         (status = 413, body = ApiError), (status = 415, body = ApiError), (status = 422, body = ApiError),
-        (status = 503, description = "Nothing was stored", body = ApiError)))]
+        (status = 429, description = "Over the per-origin quota; nothing was stored", body = ApiError),
+        (status = 503, description = "Nothing was stored", body = ApiError),
+        (status = 507, description = "The disk is full; nothing was stored", body = ApiError)))]
 fn post_patterns() {}
 
 #[utoipa::path(get, path = "/v1/patterns", tag = "patterns",
@@ -181,7 +183,7 @@ fn get_patterns() {}
         (status = 200, body = ImportReport),
         (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 408, body = ImportReport),
         (status = 413, body = ImportReport), (status = 415, body = ApiError),
-        (status = 503, body = ApiError)))]
+        (status = 429, body = ApiError), (status = 503, body = ApiError), (status = 507, body = ApiError)))]
 fn post_import() {}
 
 #[utoipa::path(get, path = "/v1/export", tag = "patterns",
