@@ -81,8 +81,13 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 /// Start `metamesh run` on `dir` and wait until its API answers.
 fn start(dir: &Path, extra: &[&str]) -> Node {
+    start_with(bin(), dir, extra, Stdio::null())
+}
+
+/// [`start`] with this command (environment) and this stderr.
+fn start_with(mut cmd: Command, dir: &Path, extra: &[&str], stderr: Stdio) -> Node {
     let _ = std::fs::remove_file(dir.join("api.addr"));
-    let child = bin()
+    let child = cmd
         .arg("--data-dir")
         .arg(dir)
         .args([
@@ -94,7 +99,7 @@ fn start(dir: &Path, extra: &[&str]) -> Node {
         ])
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let api_file = dir.join("api.addr");
@@ -372,40 +377,10 @@ fn a_lone_node_logs_no_warnings_and_no_colour() {
     ok(&dir, &["init"]);
     let log_path = tmp.path().join("node.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let child = bin()
-        .env_remove("RUST_LOG")
-        .arg("--data-dir")
-        .arg(&dir)
-        .args([
-            "run",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--api",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut node = Node {
-        child,
-        base: String::new(),
-    };
-    let api_file = dir.join("api.addr");
-    wait_for("api.addr", || {
-        assert!(node.child.try_wait().unwrap().is_none(), "the node exited");
-        api_file.exists()
-    });
-    node.base = format!(
-        "http://{}",
-        std::fs::read_to_string(&api_file).unwrap().trim()
-    );
+    let mut cmd = bin();
+    cmd.env_remove("RUST_LOG");
+    let node = start_with(cmd, &dir, &[], Stdio::from(log));
     let http = reqwest::blocking::Client::new();
-    wait_for("the API", || {
-        http.get(format!("{}/v1/node", node.base))
-            .send()
-            .is_ok_and(|r| r.status().is_success())
-    });
     ok(
         &dir,
         &[
