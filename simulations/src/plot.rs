@@ -89,6 +89,42 @@ fn legend_box(colour: RGBColor) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)> 
     move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled())
 }
 
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// The legend box, and the finished picture.
+fn finish<'a>(
+    mut chart: Chart<'a, 'a>,
+    root: &DrawingArea<BitMapBackend<'a>, Shift>,
+    at: SeriesLabelPosition,
+    font_size: u32,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", font_size))
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)?;
+    Ok(())
+}
+
+/// Bar charts draw groups 4 units wide: the label of group `g` sits under
+/// its middle (x = 4g + 2), every other tick is blank.
+fn group_label(x: f64, names: &[String]) -> String {
+    let group = (x / 4.0).floor();
+    if (x - (group * 4.0 + 2.0)).abs() < 0.5 && group >= 0.0 {
+        names.get(group as usize).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
 /// `speedup.png`: speedup over a node alone (median rounds to P(best) ≥ 0.9)
 /// against the number of honest nodes, one line per aggregation mode among
 /// members, the node's policy among strangers, and the ideal N×.
@@ -157,16 +193,7 @@ fn speedup(s: &[Summary], out: &Path) -> Result<()> {
             .draw_series(pts.iter().map(|p| Circle::new(*p, 4, c.filled())))
             .map_err(e)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(e)?;
-    root.present().map_err(e)?;
-    Ok(())
+    finish(chart, &root, SeriesLabelPosition::UpperLeft, 14)
 }
 
 /// Grouped bars: one group per case, one bar per aggregation mode, the
@@ -186,16 +213,7 @@ fn accuracy_bars(s: &[Summary], out: &Path, mesh: &str, cases: &[&str], title: &
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(cases.len() * 4)
-        .x_label_formatter(&|x| {
-            // One label under the middle of each group of three bars.
-            let group = (*x / 4.0).floor();
-            let mid = group * 4.0 + 2.0;
-            if (x - mid).abs() < 0.5 {
-                names.get(group as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|x| group_label(*x, &names))
         .y_labels(6)
         .y_label_formatter(&|y| {
             if *y <= 1.0 {
@@ -235,16 +253,7 @@ fn accuracy_bars(s: &[Summary], out: &Path, mesh: &str, cases: &[&str], title: &
         .map_err(e)?
         .label("goal 95%")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], GUIDE.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(e)?;
-    root.present().map_err(e)?;
-    Ok(())
+    finish(chart, &root, SeriesLabelPosition::UpperRight, 13)
 }
 
 /// `regret.png`: mean per-decision regret over the budget by N, one bar per
@@ -264,6 +273,7 @@ fn regret(s: &[Summary], out: &Path) -> Result<()> {
         * 1.35;
     let root = canvas(out, (760, 520))?;
     let xmax = ns.len() as f64 * 4.0;
+    let names: Vec<String> = ns.iter().map(|n| format!("N = {n}")).collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "Regret per decision by strategy (robust mode)",
@@ -278,16 +288,7 @@ fn regret(s: &[Summary], out: &Path) -> Result<()> {
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(ns.len() * 4)
-        .x_label_formatter(&|x| {
-            let group = (*x / 4.0).floor();
-            if (x - (group * 4.0 + 2.0)).abs() < 0.5 {
-                ns.get(group as usize)
-                    .map(|n| format!("N = {n}"))
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|x| group_label(*x, &names))
         .x_desc("honest nodes N")
         .y_desc("mean regret per decision (quality lost)")
         .label_style(("sans-serif", 13))
@@ -311,16 +312,7 @@ fn regret(s: &[Summary], out: &Path) -> Result<()> {
             .label(*label)
             .legend(legend_box(*colour));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(e)?;
-    root.present().map_err(e)?;
-    Ok(())
+    finish(chart, &root, SeriesLabelPosition::UpperRight, 13)
 }
 
 /// Write `speedup.png`, `accuracy.png`, `accuracy-strangers.png` and
