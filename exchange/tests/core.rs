@@ -142,12 +142,12 @@ fn quota_targets_the_origin_and_deferred_records_come_back() {
     c.records_per_origin_per_hour = 3600; // one per second, burst 3600
     let mut net = Net::new(3, 5, c.clone());
     // node 2 is strict: burst of 2
-    net.nodes[2].state.handle(
-        Input::Config(Box::new(Config {
+    net.reconfigure(
+        2,
+        Config {
             records_per_origin_per_hour: 2,
             ..c
-        })),
-        T0,
+        },
     );
     net.connect(0, 1);
     net.connect(1, 2);
@@ -173,10 +173,7 @@ fn quota_targets_the_origin_and_deferred_records_come_back() {
     let o = s2.reputation().find(|(p, _)| **p == origin).unwrap().1;
     assert!(o.count(ReputationEvent::RateLimitExceeded) >= 1);
     // raise node 2's quota: the deferred records become fetchable again
-    let now = net.now();
-    net.nodes[2]
-        .state
-        .handle(Input::Config(Box::new(cfg())), now);
+    net.reconfigure(2, cfg());
     net.run_until(3700 * S);
     if net.hashes(2) != net.hashes(0) {
         let st = &net.nodes[2].state;

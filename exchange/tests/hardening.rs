@@ -81,10 +81,7 @@ fn a_sybil_flood_through_an_honest_relay_punishes_origins_not_the_relay() {
         records_per_origin_per_hour: 10,
         ..c
     };
-    let now = net.now();
-    net.nodes[2]
-        .state
-        .handle(Input::Config(Box::new(strict)), now);
+    net.reconfigure(2, strict);
     net.connect(0, 1);
     net.connect(1, 2);
     net.connect(3, 1);
@@ -438,10 +435,7 @@ fn deferred_origins_are_not_pulled_or_verified_again() {
         records_per_origin_per_hour: 2,
         ..c
     };
-    let now = net.now();
-    net.nodes[2]
-        .state
-        .handle(Input::Config(Box::new(strict)), now);
+    net.reconfigure(2, strict);
     net.connect(0, 1);
     net.connect(1, 2);
     net.run_until(S);
@@ -476,10 +470,7 @@ fn deferred_origins_are_not_pulled_or_verified_again() {
         "charged again while deferred"
     );
     // the reason goes away (a larger quota): after the deferral everything comes
-    let now = net.now();
-    net.nodes[2]
-        .state
-        .handle(Input::Config(Box::new(cfg())), now);
+    net.reconfigure(2, cfg());
     net.run_until(4400 * S);
     assert_eq!(net.hashes(2), net.hashes(0));
 }
@@ -629,10 +620,7 @@ fn records_declined_for_low_reputation_come_back_when_the_reason_goes() {
         min_reputation_patterns: -100.0,
         ..cfg()
     };
-    let now = net.now();
-    net.nodes[2]
-        .state
-        .handle(Input::Config(Box::new(relaxed)), now);
+    net.reconfigure(2, relaxed);
     net.run_until(700 * S);
     assert_eq!(
         net.nodes[2].state.frontier().get(&origin),

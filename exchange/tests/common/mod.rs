@@ -183,6 +183,11 @@ impl Net {
         self.now_us = self.now_us.max(until_us);
     }
 
+    /// Give node `i` a new configuration now (as an operator's reload would).
+    pub fn reconfigure(&mut self, i: usize, cfg: Config) {
+        self.step(i, Input::Config(Box::new(cfg)));
+    }
+
     pub fn step(&mut self, i: usize, input: Input) {
         let now = self.now();
         let outs = self.nodes[i].state.handle(input, now);
