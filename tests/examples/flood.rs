@@ -151,17 +151,15 @@ pub async fn run(opts: &Options) -> Outcome {
     // one's send queue may still hold the flood)
     let adv_key2 = Keypair::generate_ed25519();
     let adv_id2 = adv_key2.public().to_peer_id();
-    let (adv, mut events, _task) = network::start(
-        adv_key,
-        NetworkConfig {
-            listen: vec![],
-            bootstrap: vec![n1.addr()],
-            target_peers: 1,
-            denied: vec![p2],
-            ..NetworkConfig::default()
-        },
-    )
-    .unwrap();
+    // Both adversary identities dial only n1 and never reach n2 directly.
+    let adversary_net = || NetworkConfig {
+        listen: vec![],
+        bootstrap: vec![n1.addr()],
+        target_peers: 1,
+        denied: vec![p2],
+        ..NetworkConfig::default()
+    };
+    let (adv, mut events, _task) = network::start(adv_key, adversary_net()).unwrap();
     let peers_seen: Arc<Mutex<Vec<PeerId>>> = Arc::default();
     let subscribed = Arc::new(AtomicBool::new(false));
     {
@@ -262,17 +260,7 @@ pub async fn run(opts: &Options) -> Outcome {
     );
 
     // Records whose signatures do not verify, from the adversary's second identity.
-    let (adv, mut events2, _task2) = network::start(
-        adv_key2,
-        NetworkConfig {
-            listen: vec![],
-            bootstrap: vec![n1.addr()],
-            target_peers: 1,
-            denied: vec![p2],
-            ..NetworkConfig::default()
-        },
-    )
-    .unwrap();
+    let (adv, mut events2, _task2) = network::start(adv_key2, adversary_net()).unwrap();
     let ready = Arc::new(AtomicBool::new(false));
     {
         let (ready, peers_seen) = (ready.clone(), peers_seen.clone());
