@@ -9,6 +9,7 @@
 //! - [`interop`]: the file formats — unified JSONL, the insights JSON
 //!   document, and the Legion and Thor prototypes' files.
 
+mod append;
 pub mod interop;
 mod keys;
 mod migrate;

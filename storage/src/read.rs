@@ -398,7 +398,7 @@ impl Store {
     /// Was this import key seen before? (By its first 8 bytes: a false
     /// positive needs a 2^-64 coincidence per pair.)
     pub fn has_import_key(&self, key: &[u8; 32]) -> Result<bool, StoreError> {
-        let mut ws = self.writer_state();
+        let mut ws = self.seq_state();
         if ws.imports.is_none() {
             ws.imports = Some(self.load_import_filter()?);
         }
@@ -418,7 +418,7 @@ impl Store {
         }
         let prefixes: Vec<u64> = import_keys.iter().map(keys::import_prefix).collect();
         let blob: Vec<u8> = prefixes.iter().flat_map(|p| p.to_le_bytes()).collect();
-        let mut ws = self.writer_state();
+        let mut ws = self.seq_state();
         self.data()
             .insert([&[keys::IMPORT][..], &tag.to_be_bytes()].concat(), blob)?;
         if let Some(f) = ws.imports.as_mut() {

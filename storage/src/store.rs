@@ -34,7 +34,7 @@ use metamesh_protocol::stats::{DepthStats, DepthTable};
 use serde::Serialize;
 
 use crate::keys::{self, be_u32, be_u64, id_key};
-use crate::write::{Batch, Declined, EpochInfo, EpochState, Outcomes, WriterState};
+use crate::write::{Batch, Declined, EpochInfo, EpochState, Outcomes, SeqState, WriterState};
 
 /// Schema version this build writes and reads (1: the multi-tree layout,
 /// upgraded in place on open; 2: the same layout as 3 with sled's
@@ -177,6 +177,8 @@ pub(crate) struct Inner {
     pub mem: RwLock<Mem>,
     /// The write lock, and state only writers use.
     pub writer: Mutex<WriterState>,
+    /// Own seqs and import dedup ([`SeqState`]).
+    pub seqs: Mutex<SeqState>,
 }
 
 impl std::fmt::Debug for Store {
@@ -322,6 +324,7 @@ impl Store {
                 dict,
                 mem: RwLock::new(Mem::default()),
                 writer: Mutex::new(WriterState::default()),
+                seqs: Mutex::new(SeqState::default()),
                 data,
                 db,
             }),
@@ -458,6 +461,10 @@ impl Store {
 
     pub(crate) fn writer_state(&self) -> MutexGuard<'_, WriterState> {
         self.inner.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn seq_state(&self) -> MutexGuard<'_, SeqState> {
+        self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The durability point: every write made before this returns survives a crash.
@@ -605,14 +612,15 @@ impl Store {
     /// the first carries `prev_seq = Some(info.prev_seq)`. Call once per
     /// process start before signing (appends begin one themselves if not).
     pub fn begin_epoch(&self, now_secs: u64) -> Result<EpochInfo, StoreError> {
-        let mut ws = self.writer_state();
+        let _ws = self.writer_state();
         let mem = self.mem_read();
+        let mut seqs = self.seq_state();
         let info = self.begin_epoch_locked(&mem, mem.own_seq, now_secs)?;
-        ws.epoch = Some(EpochState {
+        seqs.epoch = Some(EpochState {
             epoch: info.epoch,
             next: 1,
         });
-        ws.last.clear();
+        seqs.last.clear();
         Ok(info)
     }
 
@@ -644,7 +652,7 @@ impl Store {
 
     /// The epoch own records are signed in now (None before the first).
     pub fn current_epoch(&self) -> Option<u32> {
-        self.writer_state().epoch.map(|e| e.epoch)
+        self.seq_state().epoch.map(|e| e.epoch)
     }
 
     /// The last own seq held (signed here, or received back from peers; 0 if none).
@@ -656,14 +664,15 @@ impl Store {
     /// higher seqs before a store loss must never reuse them): the next own
     /// record begins a new epoch above `at_least` that names it as prev.
     pub fn bump_own_seq(&self, at_least: u64) -> Result<(), StoreError> {
-        let mut ws = self.writer_state();
+        let _ws = self.writer_state();
         let mut mem = self.mem_write();
         if mem.own_seq < at_least {
             self.data()
                 .insert(keys::meta_key(META_OWN_SEQ), &at_least.to_be_bytes()[..])?;
             mem.own_seq = at_least;
-            ws.epoch = None;
-            ws.last.clear();
+            let mut seqs = self.seq_state();
+            seqs.epoch = None;
+            seqs.last.clear();
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ use metamesh_protocol::record::{
 use metamesh_protocol::schema::Pattern;
 use metamesh_protocol::stats::{DepthStats, DepthTable};
 
+use crate::append::{Prepared, Signed, Work};
 use crate::keys::{self, be_u64, id_key, slot_key};
 use crate::store::{
     corrupt, decode_modes, AppendOutcome, InsertOutcome, Mem, Store, StoreError,
@@ -88,14 +89,32 @@ pub(crate) struct EpochState {
 /// State only the writer touches (behind the write lock).
 #[derive(Default)]
 pub(crate) struct WriterState {
+    /// Per-origin mode statistics, loaded on first use.
+    pub modes: HashMap<u32, BTreeMap<String, DepthStats>>,
+}
+
+/// Own seq assignment and import dedup, behind their own lock so appends
+/// can be prepared while a group is written. Lock order: the write lock,
+/// then `mem`, then this.
+#[derive(Default)]
+pub(crate) struct SeqState {
     pub epoch: Option<EpochState>,
     /// The last seq signed per signing key in this process (the next
     /// record's prev); absent: taken from the store.
     pub last: HashMap<PeerId, u64>,
-    /// Per-origin mode statistics, loaded on first use.
-    pub modes: HashMap<u32, BTreeMap<String, DepthStats>>,
-    /// 8-byte prefixes of every import key, loaded on first use.
+    /// 8-byte prefixes of every import key (stored, or reserved by a
+    /// prepared batch), loaded on first use.
     pub imports: Option<HashSet<u64>>,
+}
+
+impl SeqState {
+    /// Forget what prepared batches relied on (after a failed write), so the
+    /// next batch starts from what is held.
+    pub(crate) fn forget(&mut self) {
+        self.last.clear();
+        self.epoch = None;
+        self.imports = None;
+    }
 }
 
 /// One group's writes and state changes, not yet applied.
@@ -111,7 +130,6 @@ pub(crate) struct Plan {
     modes_touched: HashSet<u32>,
     own_seq: Option<u64>,
     own_origin: Option<PeerId>,
-    imports: Vec<u64>,
     /// The store's record dictionary (schema ≥ 3 stores).
     dict: Option<std::sync::Arc<crate::packing::Dict>>,
 }
@@ -316,7 +334,23 @@ impl Plan {
             }
             return Ok(InsertOutcome::Duplicate);
         }
-        self.put(&rk, keys::encode_record(rec, self.dict.as_deref()));
+        let value = keys::encode_record(rec, self.dict.as_deref());
+        self.insert_new(tree, mem, ws, id, body, value)?;
+        Ok(InsertOutcome::Inserted)
+    }
+
+    /// Plan a record whose slot is known to be free: its value, time
+    /// index entry, statistics and frontier move.
+    fn insert_new(
+        &mut self,
+        tree: &sled::Tree,
+        mem: &Mem,
+        ws: &mut WriterState,
+        id: u32,
+        body: &PatternBody,
+        value: Vec<u8>,
+    ) -> R<()> {
+        self.put(&slot_key(keys::RECORD, id, body.seq), value);
         self.put(
             &keys::time_key(body.pattern.timestamp, id, body.seq),
             Vec::new(),
@@ -324,7 +358,7 @@ impl Plan {
         self.add_stats(tree, mem, ws, id, &body.pattern)?;
         self.hold(tree, mem, id, body.seq, body.prev())?;
         self.note_own(mem, &body.origin, body.seq);
-        Ok(InsertOutcome::Inserted)
+        Ok(())
     }
 
     fn decline(&mut self, tree: &sled::Tree, mem: &Mem, d: &Declined) -> R<bool> {
@@ -398,7 +432,6 @@ impl Plan {
             merged: self.merged,
             own_seq: self.own_seq,
             own_origin: self.own_origin,
-            imports: self.imports,
         };
         (batch, commit)
     }
@@ -413,11 +446,10 @@ pub(crate) struct Commit {
     merged: Option<DepthTable>,
     own_seq: Option<u64>,
     own_origin: Option<PeerId>,
-    imports: Vec<u64>,
 }
 
 impl Commit {
-    fn apply(self, mem: &mut Mem, ws: &mut WriterState) {
+    fn apply(self, mem: &mut Mem) {
         for o in self.new_origins {
             let id = mem.ids.len() as u32;
             mem.origins.insert(o, id);
@@ -438,54 +470,7 @@ impl Commit {
         if let Some(o) = self.own_origin {
             mem.own_origin = Some(o);
         }
-        if let Some(f) = ws.imports.as_mut() {
-            f.extend(self.imports);
-        }
     }
-}
-
-/// Sign `items` (pattern, seq, prev) on up to `threads` threads, in order.
-pub(crate) fn sign_all(
-    key: &Keypair,
-    items: Vec<(Pattern, u64, Option<u64>)>,
-    threads: usize,
-) -> Vec<(SignedRecord, PatternBody)> {
-    let sign = |(p, seq, prev): (Pattern, u64, Option<u64>)| {
-        SignedRecord::sign_pattern_after(p, seq, prev, key)
-    };
-    if threads <= 1 || items.len() < 64 {
-        return items.into_iter().map(sign).collect();
-    }
-    let per = items.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<_>> = Vec::new();
-    let mut it = items.into_iter();
-    loop {
-        let c: Vec<_> = it.by_ref().take(per).collect();
-        if c.is_empty() {
-            break;
-        }
-        chunks.push(c);
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|c| s.spawn(move || c.into_iter().map(sign).collect::<Vec<_>>()))
-            .collect();
-        // A signing thread cannot panic (ed25519 signing is infallible);
-        // should one ever, its records are lost to this batch, not the store.
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
-}
-
-/// Threads used to sign a local batch.
-pub(crate) fn sign_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(4)
 }
 
 fn check_record(rec: &SignedRecord, body: &PatternBody) -> R<()> {
@@ -510,6 +495,12 @@ impl Store {
     /// that fails validation leaves the others standing; a storage error
     /// fails them all.
     pub(crate) fn write_group(&self, key: Option<&Keypair>, jobs: Vec<Batch>) -> Vec<R<Outcomes>> {
+        let work = jobs.into_iter().map(|b| self.to_work(key, b)).collect();
+        self.write_work(work)
+    }
+
+    /// [`Store::write_group`] for jobs whose appends are already prepared.
+    pub(crate) fn write_work(&self, jobs: Vec<Work>) -> Vec<R<Outcomes>> {
         let mut ws = self.writer_state();
         let tree = self.data();
         let mut plan = Plan {
@@ -521,18 +512,17 @@ impl Store {
             let mem = self.mem_read();
             for job in jobs {
                 let r = match job {
-                    Batch::Insert(items) => {
+                    Work::Batch(Batch::Insert(items)) => {
                         self.plan_insert(&mut plan, tree, &mem, &mut ws, &items)
                     }
-                    Batch::Decline(items) => items
+                    Work::Batch(Batch::Decline(items)) => items
                         .iter()
                         .map(|d| plan.decline(tree, &mem, d))
                         .collect::<R<Vec<_>>>()
                         .map(Outcomes::Declined),
-                    Batch::Append(items) => match key {
-                        Some(k) => self.plan_append(&mut plan, tree, &mem, &mut ws, k, items),
-                        None => Err(StoreError::Unsupported("appends need the node key".into())),
-                    },
+                    Work::Batch(Batch::Append(_)) => Err(corrupt("unprepared append")),
+                    Work::Prepared(p) => self.plan_prepared(&mut plan, tree, &mem, &mut ws, p),
+                    Work::Failed(e) => Err(e),
                 };
                 results.push(r);
             }
@@ -545,15 +535,15 @@ impl Store {
         if let Err(e) = tree.apply_batch(batch) {
             // Nothing of the group is written: forget cached state it touched.
             ws.modes.clear();
-            ws.imports = None;
-            ws.last.clear();
+            drop(mem);
+            self.seq_state().forget();
             let msg = e.to_string();
             return results
                 .into_iter()
                 .map(|_| Err(StoreError::Corrupt(format!("write failed: {msg}"))))
                 .collect();
         }
-        commit.apply(&mut mem, &mut ws);
+        commit.apply(&mut mem);
         results
     }
 
@@ -575,139 +565,67 @@ impl Store {
             .map(Outcomes::Inserted)
     }
 
-    fn plan_append(
+    /// Plan a prepared own append ([`Store::prepare_append`]). For the
+    /// store's own key the batch is checked once: its chain must extend the
+    /// own seqs held (`prev <= own_seq < first seq`), which also rules out
+    /// any held slot; another key's records are checked one by one.
+    fn plan_prepared(
         &self,
         plan: &mut Plan,
         tree: &sled::Tree,
         mem: &Mem,
         ws: &mut WriterState,
-        key: &Keypair,
-        items: Vec<(Pattern, Option<[u8; 32]>)>,
+        p: Prepared,
     ) -> R<Outcomes> {
-        let origin = key.public().to_peer_id();
-        if mem.own_origin.is_none() && plan.own_origin.is_none() {
-            plan.own_origin = Some(origin);
+        let own = plan.own_origin.or(mem.own_origin).unwrap_or(p.origin);
+        if plan.own_origin.is_none() && mem.own_origin.is_none() {
+            plan.own_origin = Some(own);
         }
-        if items.iter().any(|(_, k)| k.is_some()) && ws.imports.is_none() {
-            ws.imports = Some(self.load_import_filter()?);
-        }
-        let mut seen = HashSet::new();
-        let mut to_sign = Vec::with_capacity(items.len());
-        let mut slots = Vec::with_capacity(items.len());
-        let mut prefixes = Vec::new();
-        for (pattern, ik) in items {
-            if let Some(k) = ik {
-                let p = keys::import_prefix(&k);
-                let known = ws.imports.as_ref().is_some_and(|f| f.contains(&p));
-                if known || plan.imports.contains(&p) || !seen.insert(p) {
-                    slots.push(false);
-                    continue;
-                }
-                prefixes.push(p);
+        let is_own = own == p.origin;
+        if let (true, Some(first)) = (is_own, p.signed.first()) {
+            let held = plan.own_seq.unwrap_or(mem.own_seq).max(mem.own_seq);
+            if !extends_frontier(held, first.body.seq, first.body.prev()) {
+                return Err(self.forget(
+                    "own seqs moved while the batch was signed (own records came back, or an earlier batch failed); nothing of it is stored, retry",
+                ));
             }
-            let (seq, prev) = self.next_own_seq(mem, plan, ws, tree, &origin)?;
-            to_sign.push((pattern, seq, prev));
-            slots.push(true);
         }
-        let first_seq = to_sign.first().map(|(_, s, _)| *s);
-        let signed = sign_all(key, to_sign, sign_threads());
-        let mut signed_iter = signed.into_iter();
-        let mut out = Vec::with_capacity(slots.len());
-        for appended in slots {
+        let first_seq = p.signed.first().map(|s| s.body.seq);
+        let mut signed = p.signed.into_iter();
+        let mut out = Vec::with_capacity(p.slots.len());
+        for appended in p.slots {
             if !appended {
                 out.push(AppendOutcome::DuplicateImport);
                 continue;
             }
-            let (rec, body) = signed_iter
-                .next()
-                .ok_or_else(|| corrupt("append bookkeeping"))?;
-            match plan.insert(tree, mem, ws, &rec, &body) {
-                Ok(InsertOutcome::Inserted) => {}
-                Ok(_) | Err(_) => {
-                    // Cannot happen with fresh epoch seqs; refuse loudly
-                    // rather than report phantom records, and make the next
-                    // own record name the last one really held.
-                    ws.last.clear();
-                    return Err(corrupt("own seq collided with a held record"));
-                }
+            let Some(Signed { rec, body, value }) = signed.next() else {
+                return Err(self.forget("append bookkeeping"));
+            };
+            let fresh = if is_own {
+                let id = plan.id_of(mem, &body.origin);
+                plan.insert_new(tree, mem, ws, id, &body, value)
+                    .map(|()| InsertOutcome::Inserted)
+            } else {
+                plan.insert(tree, mem, ws, &rec, &body)
+            };
+            if !matches!(fresh, Ok(InsertOutcome::Inserted)) {
+                // Cannot happen with fresh epoch seqs; refuse loudly rather
+                // than report phantom records.
+                return Err(self.forget("own seq collided with a held record"));
             }
-            plan.own_seq = Some(body.seq);
             out.push(AppendOutcome::Appended(rec, body));
         }
-        if let (Some(first), false) = (first_seq, prefixes.is_empty()) {
-            let blob: Vec<u8> = prefixes.iter().flat_map(|p| p.to_le_bytes()).collect();
+        if let (Some(first), false) = (first_seq, p.prefixes.is_empty()) {
+            let blob: Vec<u8> = p.prefixes.iter().flat_map(|p| p.to_le_bytes()).collect();
             plan.put(&[&[keys::IMPORT][..], &first.to_be_bytes()].concat(), blob);
-            plan.imports.extend(prefixes);
         }
         Ok(Outcomes::Appended(out))
     }
 
-    /// The next own (seq, prev_seq) for `origin`, beginning an epoch when
-    /// none is open. prev is the origin's last seq (None when that is
-    /// `seq - 1`), so every signing key's records form one chain.
-    fn next_own_seq(
-        &self,
-        mem: &Mem,
-        plan: &Plan,
-        ws: &mut WriterState,
-        tree: &sled::Tree,
-        origin: &PeerId,
-    ) -> R<(u64, Option<u64>)> {
-        let own = plan.own_origin.or(mem.own_origin);
-        let last_own = plan.own_seq.unwrap_or(mem.own_seq);
-        if ws.epoch.is_none_or(|e| e.next == u32::MAX) {
-            let info = self.begin_epoch_locked(mem, last_own, crate::store::now_secs())?;
-            ws.epoch = Some(EpochState {
-                epoch: info.epoch,
-                next: 1,
-            });
-        }
-        let last = match ws.last.get(origin) {
-            Some(l) => *l,
-            None if own == Some(*origin) => last_own,
-            None => self.last_held(mem, plan, tree, origin)?,
-        };
-        let e = ws.epoch.as_mut().ok_or_else(|| corrupt("no epoch"))?;
-        let seq = (u64::from(e.epoch) << 32) | u64::from(e.next);
-        e.next += 1;
-        ws.last.insert(*origin, seq);
-        Ok((seq, (last != seq - 1).then_some(last)))
-    }
-
-    /// The highest seq held (stored or declined) of an origin that is not
-    /// the store's own.
-    fn last_held(&self, mem: &Mem, plan: &Plan, tree: &sled::Tree, origin: &PeerId) -> R<u64> {
-        let Some(id) = mem.origins.get(origin).or_else(|| plan.new_ids.get(origin)) else {
-            return Ok(0);
-        };
-        let mut last = 0;
-        for prefix in [keys::RECORD, keys::DECLINED] {
-            if let Some(kv) = tree.scan_prefix(id_key(prefix, *id)).next_back() {
-                let (k, _) = kv?;
-                last = last.max(keys::parse_slot_key(&k).map(|(_, s)| s).unwrap_or(0));
-            }
-        }
-        for (k, v) in plan.writes.range(
-            slot_key(keys::RECORD, *id, 0).to_vec()
-                ..=slot_key(keys::RECORD, *id, u64::MAX).to_vec(),
-        ) {
-            if v.is_some() {
-                last = last.max(keys::parse_slot_key(k).map(|(_, s)| s).unwrap_or(0));
-            }
-        }
-        Ok(last)
-    }
-
-    pub(crate) fn load_import_filter(&self) -> R<HashSet<u64>> {
-        let mut f = HashSet::new();
-        for kv in self.data().scan_prefix([keys::IMPORT]) {
-            let (_, v) = kv?;
-            for c in v.chunks_exact(8) {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(c);
-                f.insert(u64::from_le_bytes(b));
-            }
-        }
-        Ok(f)
+    /// A prepared append could not be stored: forget the seq state it
+    /// relied on (own seq chain, reserved import keys), and say why.
+    fn forget(&self, why: &str) -> StoreError {
+        self.seq_state().forget();
+        corrupt(why)
     }
 }

@@ -8,8 +8,14 @@
 //! batch and one flush for all of them. Sixteen clients each posting one
 //! pattern therefore cost about one flush per round, not sixteen.
 //!
-//! The queue is bounded ([`WriterConfig::queue`] jobs): a full queue blocks
-//! submitters (backpressure), it never grows without bound.
+//! Two threads: a *signer* takes submissions in order and prepares appends
+//! (import dedup, seq assignment, signing and value encoding on every core,
+//! [`Store::prepare_append`]); the *writer* groups what the signer passed on
+//! and stores and flushes it. So group k+1 is signed while group k is
+//! written and flushed.
+//!
+//! Both queues are bounded ([`WriterConfig::queue`] jobs each): a full queue
+//! blocks submitters (backpressure), it never grows without bound.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -18,6 +24,7 @@ use std::thread::JoinHandle;
 
 use libp2p_identity::Keypair;
 
+use crate::append::Work;
 use crate::store::{Store, StoreError};
 use crate::write::{Batch, Outcomes};
 
@@ -47,6 +54,13 @@ struct Job {
     reply: Reply,
 }
 
+/// A job the signer has prepared, on its way to the writer thread.
+struct Staged {
+    work: Work,
+    records: usize,
+    reply: Reply,
+}
+
 /// Counters of the writer thread.
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -63,7 +77,7 @@ pub struct WriterStats {
 pub struct Writer {
     tx: SyncSender<Job>,
     stats: Arc<WriterStats>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -87,16 +101,21 @@ impl Writer {
         cfg: WriterConfig,
     ) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
+        let (stx, srx) = mpsc::sync_channel(cfg.queue.max(1));
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
         let max = cfg.max_group_records.max(1);
-        let thread = std::thread::Builder::new()
+        let signer_store = store.clone();
+        let signer = std::thread::Builder::new()
+            .name("metamesh-signer".into())
+            .spawn(move || prepare(&signer_store, key.as_ref(), rx, stx))?;
+        let writer = std::thread::Builder::new()
             .name("metamesh-writer".into())
-            .spawn(move || run(store, key, rx, max, &st))?;
+            .spawn(move || run(store, srx, max, &st))?;
         Ok(Writer {
             tx,
             stats,
-            thread: Arc::new(Mutex::new(Some(thread))),
+            threads: Arc::new(Mutex::new(vec![signer, writer])),
         })
     }
 
@@ -136,13 +155,13 @@ impl Writer {
     }
 
     /// Stop accepting work from this handle; when it is the last one, wait
-    /// until the thread has written everything queued and exited (it then
-    /// holds no store handle, so [`Store::close`] can snapshot).
+    /// until both threads have written everything queued and exited (they
+    /// then hold no store handle, so [`Store::close`] can snapshot).
     pub fn shutdown(self) {
-        let Writer { tx, thread, .. } = self;
+        let Writer { tx, threads, .. } = self;
         drop(tx);
-        if let Ok(t) = Arc::try_unwrap(thread) {
-            if let Some(h) = t.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        if let Ok(t) = Arc::try_unwrap(threads) {
+            for h in t.into_inner().unwrap_or_else(|p| p.into_inner()) {
                 let _ = h.join();
             }
         }
@@ -159,22 +178,38 @@ impl Ticket {
     }
 }
 
-fn run(store: Store, key: Option<Keypair>, rx: Receiver<Job>, max: usize, stats: &WriterStats) {
+/// The signer thread: prepare each submission in order, pass it on.
+fn prepare(store: &Store, key: Option<&Keypair>, rx: Receiver<Job>, tx: SyncSender<Staged>) {
+    while let Ok(Job { batch, reply }) = rx.recv() {
+        let staged = Staged {
+            records: batch.len(),
+            work: store.to_work(key, batch),
+            reply,
+        };
+        if tx.send(staged).is_err() {
+            break;
+        }
+    }
+}
+
+/// The writer thread: take everything prepared (up to `max` records) as one
+/// group, store it as one atomic batch, flush, then acknowledge.
+fn run(store: Store, rx: Receiver<Staged>, max: usize, stats: &WriterStats) {
     while let Ok(first) = rx.recv() {
-        let mut n = first.batch.len();
+        let mut n = first.records;
         let mut jobs = vec![first];
         while n < max {
             match rx.try_recv() {
                 Ok(j) => {
-                    n += j.batch.len();
+                    n += j.records;
                     jobs.push(j);
                 }
                 Err(_) => break,
             }
         }
-        let (batches, replies): (Vec<Batch>, Vec<Reply>) =
-            jobs.into_iter().map(|j| (j.batch, j.reply)).unzip();
-        let results = store.write_group(key.as_ref(), batches);
+        let (work, replies): (Vec<Work>, Vec<Reply>) =
+            jobs.into_iter().map(|j| (j.work, j.reply)).unzip();
+        let results = store.write_work(work);
         let flushed = store.flush().map_err(|e| e.to_string());
         stats.groups.fetch_add(1, Ordering::Relaxed);
         stats

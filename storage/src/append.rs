@@ -1,0 +1,215 @@
+//! Own appends in two steps: [`Store::prepare_append`] (import dedup, seq
+//! assignment, then signing and value encoding on every core, outside the
+//! write lock) and the plan step in [`crate::write`] that stores the
+//! prepared records. The group-commit [`crate::writer::Writer`] runs the two
+//! on different threads, so group k+1 is signed while group k is written.
+
+use std::collections::HashSet;
+
+use libp2p_identity::{Keypair, PeerId};
+use metamesh_protocol::record::{PatternBody, SignedRecord};
+use metamesh_protocol::schema::Pattern;
+
+use crate::keys::{self, id_key};
+use crate::packing::Dict;
+use crate::store::{corrupt, Mem, Store, StoreError};
+use crate::write::{Batch, EpochState, SeqState};
+
+type R<T> = Result<T, StoreError>;
+
+/// A signed own record with its encoded store value.
+pub(crate) struct Signed {
+    pub rec: SignedRecord,
+    pub body: PatternBody,
+    pub value: Vec<u8>,
+}
+
+/// An append batch with seqs assigned and records signed, not yet stored.
+pub(crate) struct Prepared {
+    pub origin: PeerId,
+    /// Per input pattern: true if it got a seq (its record is next in
+    /// `signed`), false if it was a duplicate import.
+    pub slots: Vec<bool>,
+    pub signed: Vec<Signed>,
+    /// Import-key prefixes of the appended patterns (already reserved in
+    /// the writer's in-memory filter).
+    pub prefixes: Vec<u64>,
+}
+
+/// One job for the plan step.
+pub(crate) enum Work {
+    Batch(Batch),
+    Prepared(Prepared),
+    /// A job that failed before planning (its error is its result).
+    Failed(StoreError),
+}
+
+/// Sign `items` (pattern, seq, prev) and encode their store values on up
+/// to `threads` threads, in order.
+pub(crate) fn sign_all(
+    key: &Keypair,
+    dict: Option<&Dict>,
+    items: Vec<(Pattern, u64, Option<u64>)>,
+    threads: usize,
+) -> Vec<Signed> {
+    let sign = |(p, seq, prev): (Pattern, u64, Option<u64>)| {
+        let (rec, body) = SignedRecord::sign_pattern_after(p, seq, prev, key);
+        let value = keys::encode_record(&rec, dict);
+        Signed { rec, body, value }
+    };
+    if threads <= 1 || items.len() < 64 {
+        return items.into_iter().map(sign).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<_>> = Vec::new();
+    let mut it = items.into_iter();
+    loop {
+        let c: Vec<_> = it.by_ref().take(per).collect();
+        if c.is_empty() {
+            break;
+        }
+        chunks.push(c);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| s.spawn(move || c.into_iter().map(sign).collect::<Vec<_>>()))
+            .collect();
+        // A signing thread cannot panic (ed25519 signing is infallible);
+        // should one ever, its records are missing and the plan step
+        // refuses the batch ("append bookkeeping"), nothing is stored.
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// Threads used to sign a local batch.
+pub(crate) fn sign_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4)
+}
+
+impl Store {
+    /// Turn a batch into plan-step work: appends are prepared (needs `key`).
+    pub(crate) fn to_work(&self, key: Option<&Keypair>, b: Batch) -> Work {
+        match b {
+            Batch::Append(items) => match key {
+                Some(k) => match self.prepare_append(k, items) {
+                    Ok(p) => Work::Prepared(p),
+                    Err(e) => Work::Failed(e),
+                },
+                None => Work::Failed(StoreError::Unsupported("appends need the node key".into())),
+            },
+            b => Work::Batch(b),
+        }
+    }
+
+    /// Dedup by import key, assign the next own seqs (beginning an epoch
+    /// when none is open), then sign and encode on every core. Holds the
+    /// writer state only for the first part; the seqs and import keys stay
+    /// reserved (the plan step stores them in order, or forgets the
+    /// reservations if it fails).
+    pub(crate) fn prepare_append(
+        &self,
+        key: &Keypair,
+        items: Vec<(Pattern, Option<[u8; 32]>)>,
+    ) -> R<Prepared> {
+        let origin = key.public().to_peer_id();
+        let mut slots = Vec::with_capacity(items.len());
+        let mut prefixes = Vec::new();
+        let mut to_sign = Vec::with_capacity(items.len());
+        {
+            let mem = self.mem_read();
+            let mut ws = self.seq_state();
+            if items.iter().any(|(_, k)| k.is_some()) && ws.imports.is_none() {
+                ws.imports = Some(self.load_import_filter()?);
+            }
+            for (pattern, ik) in items {
+                if let Some(k) = ik {
+                    let p = keys::import_prefix(&k);
+                    let fresh = ws.imports.as_mut().is_some_and(|f| f.insert(p));
+                    if !fresh {
+                        slots.push(false);
+                        continue;
+                    }
+                    prefixes.push(p);
+                }
+                let (seq, prev) = match self.next_own_seq(&mem, &mut ws, &origin) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        ws.imports = None; // drop the reservations
+                        return Err(e);
+                    }
+                };
+                to_sign.push((pattern, seq, prev));
+                slots.push(true);
+            }
+        }
+        let dict = self.dict_arc();
+        let signed = sign_all(key, dict.as_deref(), to_sign, sign_threads());
+        Ok(Prepared {
+            origin,
+            slots,
+            signed,
+            prefixes,
+        })
+    }
+
+    /// The next own (seq, prev_seq) for `origin`, beginning an epoch when
+    /// none is open. prev is the origin's last seq (None when that is
+    /// `seq - 1`), so every signing key's records form one chain.
+    fn next_own_seq(&self, mem: &Mem, ws: &mut SeqState, origin: &PeerId) -> R<(u64, Option<u64>)> {
+        let own = mem.own_origin.unwrap_or(*origin);
+        if ws.epoch.is_none_or(|e| e.next == u32::MAX) {
+            // Above every own seq held or signed in this process.
+            let last_own = ws.last.get(&own).copied().unwrap_or(0).max(mem.own_seq);
+            let info = self.begin_epoch_locked(mem, last_own, crate::store::now_secs())?;
+            ws.epoch = Some(EpochState {
+                epoch: info.epoch,
+                next: 1,
+            });
+        }
+        let last = match ws.last.get(origin) {
+            Some(l) => *l,
+            None if own == *origin => mem.own_seq,
+            None => self.last_held(mem, origin)?,
+        };
+        let e = ws.epoch.as_mut().ok_or_else(|| corrupt("no epoch"))?;
+        let seq = (u64::from(e.epoch) << 32) | u64::from(e.next);
+        e.next += 1;
+        ws.last.insert(*origin, seq);
+        Ok((seq, (last != seq - 1).then_some(last)))
+    }
+
+    /// The highest seq held (stored or declined) of an origin.
+    pub(crate) fn last_held(&self, mem: &Mem, origin: &PeerId) -> R<u64> {
+        let Some(id) = mem.origins.get(origin) else {
+            return Ok(0);
+        };
+        let mut last = 0;
+        for prefix in [keys::RECORD, keys::DECLINED] {
+            if let Some(kv) = self.data().scan_prefix(id_key(prefix, *id)).next_back() {
+                let (k, _) = kv?;
+                last = last.max(keys::parse_slot_key(&k).map(|(_, s)| s).unwrap_or(0));
+            }
+        }
+        Ok(last)
+    }
+
+    pub(crate) fn load_import_filter(&self) -> R<HashSet<u64>> {
+        let mut f = HashSet::new();
+        for kv in self.data().scan_prefix([keys::IMPORT]) {
+            let (_, v) = kv?;
+            for c in v.chunks_exact(8) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                f.insert(u64::from_le_bytes(b));
+            }
+        }
+        Ok(f)
+    }
+}
