@@ -33,7 +33,7 @@ use metamesh_protocol::record::{self, PatternBody, SignedRecord, MAX_BODY_BYTES}
 use metamesh_protocol::schema::{Depth, Pattern};
 use metamesh_protocol::wire::{PatternResponse, WIRE_VERSION};
 use metamesh_storage::verify::Verifier;
-use metamesh_storage::{InsertOutcome, Store, StoreConfig};
+use metamesh_storage::{Batch, InsertOutcome, Outcomes, Store, StoreConfig, Writer, WriterConfig};
 
 const ORIGINS: usize = 10;
 const NOW: f64 = 1_800_000_000.0;
@@ -171,6 +171,71 @@ fn ingest(store: &Store, pages: &[Vec<u8>], flush_each_page: bool, threads: usiz
         s.flush += t.elapsed();
     }
     s
+}
+
+/// The two-core path: a verifier thread decodes each page, verifies it on
+/// `threads` threads (keys cached) and dedups it while the store's
+/// group-commit [`Writer`] stores and flushes the pages before it (each page
+/// acknowledged only after the fsync that covers it). Returns the wall time
+/// and the records inserted.
+fn ingest_pipelined(store: &Store, pages: &[Vec<u8>], threads: usize) -> (Duration, usize) {
+    let t0 = Instant::now();
+    let writer = Writer::start(
+        store.clone(),
+        None,
+        WriterConfig {
+            queue: 4,
+            ..WriterConfig::default()
+        },
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(SignedRecord, PatternBody)>>(2);
+    let mut inserted = 0usize;
+    let count = |o: Outcomes| match o {
+        Outcomes::Inserted(v) => v
+            .iter()
+            .filter(|o| matches!(o, InsertOutcome::Inserted))
+            .count(),
+        _ => 0,
+    };
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut verifier = Verifier::new(threads);
+            for page in pages {
+                let resp = PatternResponse::decode(page).unwrap();
+                let recs: Vec<SignedRecord> = resp
+                    .records
+                    .into_iter()
+                    .filter(|r| r.body.len() <= MAX_BODY_BYTES)
+                    .collect();
+                let opened = verifier.open_patterns(&recs, NOW);
+                let batch: Vec<_> = recs
+                    .into_iter()
+                    .zip(opened)
+                    .filter_map(|(r, b)| {
+                        let b = b.ok()?;
+                        let held = store.holds(&b.origin, b.seq, &r.content_hash()).unwrap();
+                        (!held).then_some((r, b))
+                    })
+                    .collect();
+                if tx.send(batch).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut in_flight = std::collections::VecDeque::new();
+        for batch in rx {
+            in_flight.push_back(writer.submit_nowait(Batch::Insert(batch)).unwrap());
+            while in_flight.len() > 2 {
+                inserted += count(in_flight.pop_front().unwrap().wait().unwrap());
+            }
+        }
+        for t in in_flight {
+            inserted += count(t.wait().unwrap());
+        }
+    });
+    writer.shutdown();
+    (t0.elapsed(), inserted)
 }
 
 fn print_split(label: &str, s: &Split, k: usize) {
@@ -344,6 +409,19 @@ fn main() {
         k,
     );
 
+    let c = cpu_seconds();
+    let store = Store::open(&tmp.path().join("c"), &StoreConfig::default()).unwrap();
+    let (piped, piped_n) = ingest_pipelined(&store, &pages, 2);
+    let piped_cpu = cpu_seconds() - c;
+    assert_eq!(piped_n, k);
+    assert_eq!(store.pattern_count(), k as u64);
+    drop(store);
+    println!(
+        "ingest, two cores pipelined (verify page k+1 on two threads while the group-commit writer stores and flushes page k; each page acknowledged durable): {k} records in {:.3} s = {:.0} records/s",
+        piped.as_secs_f64(),
+        rate(k, piped)
+    );
+
     // Raw verification again, after the ingest, to bracket machine drift.
     let t = Instant::now();
     let c = cpu_seconds();
@@ -359,6 +437,7 @@ fn main() {
     let raw_mean = (raw + raw_after) / 2.0;
     let r_durable = rate(k, durable.total()) / raw_mean;
     let r_bg = rate(k, background.total()) / raw_mean;
+    let r_piped = rate(k, piped) / raw_mean;
     println!("\n== budget: ingest ≥ 0.8x raw one-core ed25519 verification (≥ 1.5x on two cores; mean of before/after) ==");
     println!(
         "    one core: {:.0}/s ÷ {raw_mean:.0}/s = {r_durable:.2}x  {}",
@@ -366,9 +445,13 @@ fn main() {
         if r_durable >= 0.8 { "MET" } else { "NOT MET" }
     );
     println!(
-        "    two cores: {:.0}/s ÷ {raw_mean:.0}/s = {r_bg:.2}x  {}",
+        "    two verifier threads, one page at a time: {:.0}/s ÷ {raw_mean:.0}/s = {r_bg:.2}x",
         rate(k, background.total()),
-        if r_bg >= 1.5 { "MET" } else { "NOT MET" }
+    );
+    println!(
+        "    two cores, pipelined: {:.0}/s ÷ {raw_mean:.0}/s = {r_piped:.2}x  {}",
+        rate(k, piped),
+        if r_piped >= 1.5 { "MET" } else { "NOT MET" }
     );
     let raw_cpu = (one_by_one_cpu + raw_after_cpu) / 2.0;
     println!("\n== the same in CPU seconds of this process (all threads; fsync waits excluded) ==");
@@ -377,7 +460,11 @@ fn main() {
         raw_cpu,
         raw_cpu * 1e6 / kf
     );
-    for (label, cpu) in [("one core", durable_cpu), ("two cores", background_cpu)] {
+    for (label, cpu) in [
+        ("one core", durable_cpu),
+        ("two verifier threads", background_cpu),
+        ("two cores pipelined", piped_cpu),
+    ] {
         let r = raw_cpu / cpu;
         println!(
             "    ingest, {label}: {cpu:.2} s CPU ({:.1} µs/record) → {r:.2}x  {}",

@@ -49,7 +49,7 @@ use metamesh_protocol::insights::{self, InsightsDocument};
 use metamesh_protocol::posterior::Prior;
 use metamesh_protocol::schema::Pattern;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::store::{AppendOutcome, Store, StoreError};
 use crate::write::{Batch, Outcomes};
@@ -273,28 +273,15 @@ fn progress_bar(len: u64, show: bool, path: &Path) -> indicatif::ProgressBar {
     bar
 }
 
-/// Sort every object's keys, recursively (canonical JSON for import keys).
-fn canonical(v: Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut entries: Vec<(String, Value)> =
-                m.into_iter().map(|(k, v)| (k, canonical(v))).collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().collect::<Map<String, Value>>())
-        }
-        Value::Array(a) => Value::Array(a.into_iter().map(canonical).collect()),
-        other => other,
-    }
-}
-
-/// The import dedup key of a pattern: blake3 of its canonical JSON.
+/// The import dedup key of a pattern: blake3 of its canonical JSON (every
+/// object's keys sorted, recursively), streamed into the hasher.
 pub fn import_key(p: &Pattern) -> [u8; 32] {
-    let v = serde_json::to_value(p)
-        .map(canonical)
-        .unwrap_or(Value::Null);
     let mut h = blake3::Hasher::new();
     h.update(b"metamesh/import-key/v1\0");
-    h.update(&serde_json::to_vec(&v).unwrap_or_default());
+    let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+    v.sort_all_objects();
+    // Writing into a hasher cannot fail; a pattern always serialises.
+    let _ = serde_json::to_writer(&mut h, &v);
     *h.finalize().as_bytes()
 }
 

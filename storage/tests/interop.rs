@@ -243,3 +243,49 @@ fn legion_invalid_records_name_the_line_where_they_end() {
         .iter_records()
         .all(|x| x.unwrap().1.pattern.node_id == "lx"));
 }
+
+/// The import key as schema ≤ 3 stores hold it: blake3 over the pattern's
+/// JSON rebuilt with every object's keys sorted (the reference the faster
+/// in-place sort must reproduce byte for byte, or re-imports into existing
+/// stores would stop being recognised).
+fn reference_import_key(p: &metamesh_protocol::schema::Pattern) -> [u8; 32] {
+    use serde_json::{Map, Value};
+    fn canonical(v: Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut e: Vec<(String, Value)> =
+                    m.into_iter().map(|(k, v)| (k, canonical(v))).collect();
+                e.sort_by(|a, b| a.0.cmp(&b.0));
+                Value::Object(e.into_iter().collect::<Map<String, Value>>())
+            }
+            Value::Array(a) => Value::Array(a.into_iter().map(canonical).collect()),
+            other => other,
+        }
+    }
+    let v = canonical(serde_json::to_value(p).unwrap());
+    let mut h = blake3::Hasher::new();
+    h.update(b"metamesh/import-key/v1\0");
+    h.update(&serde_json::to_vec(&v).unwrap());
+    *h.finalize().as_bytes()
+}
+
+#[test]
+fn import_key_is_unchanged_for_nested_and_unsorted_fields() {
+    let lines = [
+        r#"{"pattern_id":"a","node_id":"n","timestamp":1700000000.5,"platform":"thor","depth_used":"DEEP","quality_achieved":0.7,"success":true,"zeta":1,"alpha":{"z":[{"b":1,"a":2}],"m":"x","a":null},"reputation_before":0.5,"atp_before":3,"atp_after":1}"#,
+        r#"{"timestamp":1700000001,"pattern_id":"b","node_id":"n","platform":"legion","depth_used":"light","mode":"verifying","quality_achieved":0.25,"success":false,"atp_before":10,"atp_after":4.5,"context":{"task":"t","nested":{"y":2,"x":1}}}"#,
+        r#"{"pattern_id":"c","node_id":"n","timestamp":1700000002,"platform":"p","depth_used":"thorough","quality_achieved":1.0,"success":true,"atp_before":0,"atp_after":0}"#,
+    ];
+    let mut keys = std::collections::HashSet::new();
+    for l in lines {
+        let p = metamesh_protocol::schema::Pattern::from_json_value(
+            serde_json::from_str(l).unwrap(),
+            None,
+        )
+        .unwrap();
+        let k = interop::import_key(&p);
+        assert_eq!(k, reference_import_key(&p), "{l}");
+        keys.insert(k);
+    }
+    assert_eq!(keys.len(), lines.len());
+}
