@@ -1,8 +1,11 @@
 //! Benchmark (not a test): a million generated patterns.
 //!
 //! ```text
-//! cargo run --release -p metamesh-storage --example million -- [N | --n N] [--dir DIR]
+//! cargo run --release -p metamesh-storage --example million -- [N | --n N] [--dir DIR] [--cache-mb MIB]
 //! ```
+//!
+//! `--cache-mb` sets the import's sled cache (`StoreConfig::cache_capacity_bytes`,
+//! the node's `store.cache_mb`; default 64 MiB), which sets most of the peak RSS.
 //!
 //! N defaults to 1 000 000 (`--n 10000000` for the 10M run). The input file
 //! and the store go to a temporary directory under DIR (default: `$TMPDIR`),
@@ -137,13 +140,21 @@ fn main() {
     }
     let mut n: u64 = 1_000_000;
     let mut dir: Option<PathBuf> = None;
+    let mut cache_mb: Option<u64> = None;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--n" => n = it.next().and_then(|s| s.parse().ok()).expect("--n N"),
             "--dir" => dir = Some(it.next().expect("--dir DIR").into()),
+            "--cache-mb" => {
+                cache_mb = Some(
+                    it.next()
+                        .and_then(|s| s.parse().ok())
+                        .expect("--cache-mb MIB"),
+                )
+            }
             "-h" | "--help" => {
-                println!("usage: million [N | --n N] [--dir DIR]   (N default 1000000; DIR default $TMPDIR)");
+                println!("usage: million [N | --n N] [--dir DIR] [--cache-mb MIB]   (N default 1000000; DIR default $TMPDIR; sled cache default 64 MiB)");
                 return;
             }
             v => n = v.parse().expect("N must be a number"),
@@ -176,7 +187,11 @@ fn main() {
     );
 
     let key = Keypair::ed25519_from_bytes([1; 32]).unwrap();
-    let store = Store::open(&store_dir, &StoreConfig::default()).unwrap();
+    let mut cfg = StoreConfig::default();
+    if let Some(mb) = cache_mb {
+        cfg.cache_capacity_bytes = mb << 20;
+    }
+    let store = Store::open(&store_dir, &cfg).unwrap();
     let t = Instant::now();
     let cpu0 = cpu_seconds();
     let report = interop::import_file(&store, &key, &file, Format::Auto, false).unwrap();
