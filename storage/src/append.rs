@@ -213,3 +213,72 @@ impl Store {
         Ok(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::{AppendOutcome, StoreConfig};
+    use crate::write::Outcomes;
+
+    fn pattern(i: u64) -> Pattern {
+        Pattern::from_json_value(
+            serde_json::json!({
+                "pattern_id": format!("p{i}"), "node_id": "n", "timestamp": 1_700_000_000.0,
+                "platform": "t", "depth_used": "deep", "mode": "m",
+                "quality_achieved": 0.5, "success": true, "atp_before": 1.0, "atp_after": 0.5
+            }),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn batch(from: u64, n: u64) -> Vec<(Pattern, Option<[u8; 32]>)> {
+        (from..from + n)
+            .map(|i| (pattern(i), Some(*blake3::hash(&i.to_le_bytes()).as_bytes())))
+            .collect()
+    }
+
+    #[test]
+    fn a_prepared_batch_overtaken_by_own_seqs_is_refused_whole_and_the_chain_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let key = Keypair::ed25519_from_bytes([3; 32]).unwrap();
+        let me = key.public().to_peer_id();
+        store.append_local_batch(&key, batch(0, 5)).unwrap();
+
+        // Prepared (seqs reserved, signed), then own seqs move past it
+        // before it is planned: as if our own records came back from peers.
+        let stale = store.prepare_append(&key, batch(5, 100)).unwrap();
+        assert_eq!(stale.signed.len(), 100);
+        let first = stale.signed[0].body.seq;
+        store.bump_own_seq(first + 1_000).unwrap();
+        let r = store.write_work(vec![Work::Prepared(stale)]);
+        assert!(matches!(&r[..], [Err(StoreError::Corrupt(m))] if m.contains("own seqs moved")));
+        assert_eq!(store.pattern_count(), 5);
+        assert!(!store.has_seq(&me, first).unwrap());
+
+        // Its import keys were only reserved: the same patterns now import,
+        // in a new epoch above the bump, chained to what is held.
+        let out = store.append_local_batch(&key, batch(5, 100)).unwrap();
+        assert!(out.iter().all(|o| matches!(o, AppendOutcome::Appended(..))));
+        assert_eq!(store.pattern_count(), 105);
+        let Some(AppendOutcome::Appended(_, b)) = out.first() else {
+            panic!("no record");
+        };
+        assert!(b.seq > first + 1_000);
+        assert_eq!(b.prev_seq, Some(first + 1_000));
+        let Some(AppendOutcome::Appended(_, last)) = out.last() else {
+            panic!("no record");
+        };
+        assert_eq!(store.own_seq(), last.seq);
+        // And a re-import of everything adds nothing.
+        let again = store.write_group(Some(&key), vec![Batch::Append(batch(0, 105))]);
+        match &again[..] {
+            [Ok(Outcomes::Appended(v))] => assert!(v
+                .iter()
+                .all(|o| matches!(o, AppendOutcome::DuplicateImport))),
+            other => panic!("{other:?}"),
+        }
+    }
+}
