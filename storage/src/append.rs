@@ -3,6 +3,7 @@
 //! write lock) and the plan step in [`crate::write`] that stores the
 //! prepared records. The group-commit [`crate::writer::Writer`] runs the two
 //! on different threads, so group k+1 is signed while group k is written.
+//! Also the own-seq epochs ([`Store::begin_epoch`], [`Store::bump_own_seq`]).
 
 use std::collections::HashSet;
 
@@ -10,10 +11,10 @@ use libp2p_identity::{Keypair, PeerId};
 use metamesh_protocol::record::{PatternBody, SignedRecord};
 use metamesh_protocol::schema::Pattern;
 
-use crate::keys::{self, id_key};
+use crate::keys::{self, be_u32, id_key};
 use crate::packing::Dict;
-use crate::store::{corrupt, Mem, Store, StoreError};
-use crate::write::{Batch, EpochState, SeqState};
+use crate::store::{corrupt, Mem, Store, StoreError, META_EPOCH, META_OWN_SEQ};
+use crate::write::{Batch, EpochInfo, EpochState, SeqState};
 
 type R<T> = Result<T, StoreError>;
 
@@ -211,6 +212,80 @@ impl Store {
             }
         }
         Ok(f)
+    }
+}
+
+/// Own seqs in epochs.
+impl Store {
+    /// Begin a new epoch for own records, durable (flushed) before this
+    /// returns: `epoch = max(now_secs, last epoch + 1)` (and above the epoch
+    /// of every own seq held). Own seqs in it are `epoch << 32 | 1, 2, …`;
+    /// the first carries `prev_seq = Some(info.prev_seq)`. Call once per
+    /// process start before signing (appends begin one themselves if not).
+    pub fn begin_epoch(&self, now_secs: u64) -> Result<EpochInfo, StoreError> {
+        let _ws = self.writer_state();
+        let mem = self.mem_read();
+        let mut seqs = self.seq_state();
+        let info = self.begin_epoch_locked(&mem, mem.own_seq, now_secs)?;
+        seqs.epoch = Some(EpochState {
+            epoch: info.epoch,
+            next: 1,
+        });
+        seqs.last.clear();
+        Ok(info)
+    }
+
+    pub(crate) fn begin_epoch_locked(
+        &self,
+        _mem: &Mem,
+        last_own: u64,
+        now_secs: u64,
+    ) -> Result<EpochInfo, StoreError> {
+        let last_epoch = match self.data().get(keys::meta_key(META_EPOCH))? {
+            Some(v) => be_u32(&v).ok_or_else(|| corrupt("epoch value"))?,
+            None => 0,
+        };
+        let above_held = (last_own >> 32).saturating_add(1);
+        let epoch = (now_secs.min(u64::from(u32::MAX - 1)) as u32)
+            .max(last_epoch.saturating_add(1))
+            .max(above_held.min(u64::from(u32::MAX)) as u32);
+        if epoch <= last_epoch || u64::from(epoch) < above_held {
+            return Err(StoreError::Unsupported("own seq epochs exhausted".into()));
+        }
+        self.data()
+            .insert(keys::meta_key(META_EPOCH), &epoch.to_be_bytes()[..])?;
+        self.flush()?;
+        Ok(EpochInfo {
+            epoch,
+            prev_seq: last_own,
+        })
+    }
+
+    /// The epoch own records are signed in now (None before the first).
+    pub fn current_epoch(&self) -> Option<u32> {
+        self.seq_state().epoch.map(|e| e.epoch)
+    }
+
+    /// The last own seq held (signed here, or received back from peers; 0 if none).
+    pub fn own_seq(&self) -> u64 {
+        self.mem_read().own_seq
+    }
+
+    /// Raise the own seq (a node that learns from peers that it signed
+    /// higher seqs before a store loss must never reuse them): the next own
+    /// record begins a new epoch above `at_least` that names it as prev.
+    pub fn bump_own_seq(&self, at_least: u64) -> Result<(), StoreError> {
+        let _ws = self.writer_state();
+        let mut mem = self.mem_write();
+        if mem.own_seq < at_least {
+            self.data()
+                .insert(keys::meta_key(META_OWN_SEQ), &at_least.to_be_bytes()[..])?;
+            mem.own_seq = at_least;
+            let mut seqs = self.seq_state();
+            seqs.epoch = None;
+            seqs.last.clear();
+        }
+        Ok(())
     }
 }
 

@@ -34,7 +34,7 @@ use metamesh_protocol::stats::{DepthStats, DepthTable};
 use serde::Serialize;
 
 use crate::keys::{self, be_u32, be_u64, id_key};
-use crate::write::{Batch, Declined, EpochInfo, EpochState, Outcomes, SeqState, WriterState};
+use crate::write::{Batch, Declined, Outcomes, SeqState, WriterState};
 
 /// Schema version this build writes and reads (1: the multi-tree layout,
 /// upgraded in place on open; 2: the same layout as 3 with sled's
@@ -602,79 +602,6 @@ impl Store {
             hash,
         };
         self.one(None, Batch::Decline(vec![d])).map(|_| ())
-    }
-
-    // ---- own seqs and epochs ---------------------------------------------
-
-    /// Begin a new epoch for own records, durable (flushed) before this
-    /// returns: `epoch = max(now_secs, last epoch + 1)` (and above the epoch
-    /// of every own seq held). Own seqs in it are `epoch << 32 | 1, 2, …`;
-    /// the first carries `prev_seq = Some(info.prev_seq)`. Call once per
-    /// process start before signing (appends begin one themselves if not).
-    pub fn begin_epoch(&self, now_secs: u64) -> Result<EpochInfo, StoreError> {
-        let _ws = self.writer_state();
-        let mem = self.mem_read();
-        let mut seqs = self.seq_state();
-        let info = self.begin_epoch_locked(&mem, mem.own_seq, now_secs)?;
-        seqs.epoch = Some(EpochState {
-            epoch: info.epoch,
-            next: 1,
-        });
-        seqs.last.clear();
-        Ok(info)
-    }
-
-    pub(crate) fn begin_epoch_locked(
-        &self,
-        _mem: &Mem,
-        last_own: u64,
-        now_secs: u64,
-    ) -> Result<EpochInfo, StoreError> {
-        let last_epoch = match self.data().get(keys::meta_key(META_EPOCH))? {
-            Some(v) => be_u32(&v).ok_or_else(|| corrupt("epoch value"))?,
-            None => 0,
-        };
-        let above_held = (last_own >> 32).saturating_add(1);
-        let epoch = (now_secs.min(u64::from(u32::MAX - 1)) as u32)
-            .max(last_epoch.saturating_add(1))
-            .max(above_held.min(u64::from(u32::MAX)) as u32);
-        if epoch <= last_epoch || u64::from(epoch) < above_held {
-            return Err(StoreError::Unsupported("own seq epochs exhausted".into()));
-        }
-        self.data()
-            .insert(keys::meta_key(META_EPOCH), &epoch.to_be_bytes()[..])?;
-        self.flush()?;
-        Ok(EpochInfo {
-            epoch,
-            prev_seq: last_own,
-        })
-    }
-
-    /// The epoch own records are signed in now (None before the first).
-    pub fn current_epoch(&self) -> Option<u32> {
-        self.seq_state().epoch.map(|e| e.epoch)
-    }
-
-    /// The last own seq held (signed here, or received back from peers; 0 if none).
-    pub fn own_seq(&self) -> u64 {
-        self.mem_read().own_seq
-    }
-
-    /// Raise the own seq (a node that learns from peers that it signed
-    /// higher seqs before a store loss must never reuse them): the next own
-    /// record begins a new epoch above `at_least` that names it as prev.
-    pub fn bump_own_seq(&self, at_least: u64) -> Result<(), StoreError> {
-        let _ws = self.writer_state();
-        let mut mem = self.mem_write();
-        if mem.own_seq < at_least {
-            self.data()
-                .insert(keys::meta_key(META_OWN_SEQ), &at_least.to_be_bytes()[..])?;
-            mem.own_seq = at_least;
-            let mut seqs = self.seq_state();
-            seqs.epoch = None;
-            seqs.last.clear();
-        }
-        Ok(())
     }
 
     // ---- node key-value helpers --------------------------------------------
