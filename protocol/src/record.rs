@@ -329,6 +329,12 @@ impl SignedRecord {
             return Err(RecordError::WrongKind(self.kind, RecordKind::Insight));
         }
         let signer = self.verify_signature()?;
+        self.decode_insight_unverified(signer)
+    }
+
+    /// Decode and check an insight body whose signature was already
+    /// verified. `signer` is the verified signer.
+    pub fn decode_insight_unverified(&self, signer: PeerId) -> Result<InsightBody, RecordError> {
         let body: InsightBody = codec::from_cbor(&self.body, MAX_BODY_BYTES)?;
         check_header(body.v, &body.origin, body.seq, body.prev_seq, &signer)?;
         if !body.computed_at.is_finite() {

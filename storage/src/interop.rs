@@ -44,7 +44,7 @@ use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use libp2p_identity::Keypair;
-use metamesh_protocol::schema::Pattern;
+use metamesh_protocol::schema::{Pattern, SchemaError};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -280,28 +280,34 @@ pub fn import_key(p: &Pattern) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// Accumulates valid patterns and hands them, in batches, to a writer
-/// thread that signs them on every core and stores them — while this thread
-/// parses the next batch (at most [`IN_FLIGHT`] batches queued).
-struct Sink {
-    writer: Writer,
-    in_flight: std::collections::VecDeque<Ticket>,
-    batch: Vec<(Pattern, Option<[u8; 32]>)>,
+/// The format's defaults applied to every element before it is parsed and
+/// validated (Legion's and Thor's platform, the node named by the file).
+struct Decoder {
     now: f64,
     platform: Option<&'static str>,
     default_node: Option<String>,
 }
 
-/// Batches submitted and not yet acknowledged, during an import.
-const IN_FLIGHT: usize = 2;
+impl Decoder {
+    fn new(path: &Path, format: Format) -> Decoder {
+        Decoder {
+            now: now_secs(),
+            platform: match format {
+                Format::Legion => Some("legion"),
+                Format::Thor => Some("thor"),
+                _ => None,
+            },
+            default_node: match format {
+                Format::Legion => {
+                    Some(node_from_name(path, "_patterns.json").unwrap_or_else(|| "legion".into()))
+                }
+                Format::Thor => node_from_name(path, "_depth_patterns.jsonl"),
+                _ => None,
+            },
+        }
+    }
 
-impl Sink {
-    fn record(
-        &mut self,
-        report: &mut ImportReport,
-        line: u64,
-        v: Value,
-    ) -> Result<(), InteropError> {
+    fn pattern(&self, v: Value) -> Result<Pattern, SchemaError> {
         let v = match (v, self.platform) {
             (Value::Object(mut m), Some(platform)) => {
                 m.entry("platform")
@@ -310,19 +316,33 @@ impl Sink {
             }
             (v, _) => v,
         };
-        let parsed = Pattern::from_json_value(v, self.default_node.as_deref()).and_then(|p| {
-            p.validate(self.now)?;
-            Ok(p)
-        });
-        match parsed {
-            Ok(p) => {
-                let k = import_key(&p);
-                self.batch.push((p, Some(k)));
-                if self.batch.len() >= IMPORT_BATCH {
-                    self.flush(report)?;
-                }
-            }
-            Err(e) => report.invalid(line, e.field, e.reason),
+        let p = Pattern::from_json_value(v, self.default_node.as_deref())?;
+        p.validate(self.now)?;
+        Ok(p)
+    }
+}
+
+/// Where decoded, valid patterns go (the report is the file's, for tallies).
+type Each<'a> = dyn FnMut(&mut ImportReport, Pattern) -> Result<(), InteropError> + 'a;
+
+/// Accumulates valid patterns and hands them, in batches, to a writer
+/// thread that signs them on every core and stores them — while this thread
+/// parses the next batch (at most [`IN_FLIGHT`] batches queued).
+struct Sink {
+    writer: Writer,
+    in_flight: std::collections::VecDeque<Ticket>,
+    batch: Vec<(Pattern, Option<[u8; 32]>)>,
+}
+
+/// Batches submitted and not yet acknowledged, during an import.
+const IN_FLIGHT: usize = 2;
+
+impl Sink {
+    fn record(&mut self, report: &mut ImportReport, p: Pattern) -> Result<(), InteropError> {
+        let k = import_key(&p);
+        self.batch.push((p, Some(k)));
+        if self.batch.len() >= IMPORT_BATCH {
+            self.flush(report)?;
         }
         Ok(())
     }
@@ -378,6 +398,46 @@ pub fn import_file(
     format: Format,
     progress: bool,
 ) -> Result<ImportReport, InteropError> {
+    let writer = Writer::start(
+        store.clone(),
+        Some(key.clone()),
+        WriterConfig {
+            queue: IN_FLIGHT + 1,
+            ..WriterConfig::default()
+        },
+    )?;
+    let mut sink = Sink {
+        writer,
+        in_flight: Default::default(),
+        batch: Vec::with_capacity(IMPORT_BATCH),
+    };
+    let mut report = decode(path, format, progress, &mut |r, p| sink.record(r, p))?;
+    sink.finish(&mut report)?;
+    store.flush()?;
+    Ok(report)
+}
+
+/// Decode one import file as [`import_file`] does — format detection, the
+/// Legion array streamer, bounded lines, the format's defaults, schema
+/// checks — and hand each valid pattern to `each` instead of a store. The
+/// report counts what was skipped or invalid; `accepted` stays 0.
+pub fn decode_file(
+    path: &Path,
+    format: Format,
+    each: &mut dyn FnMut(Pattern),
+) -> Result<ImportReport, InteropError> {
+    decode(path, format, false, &mut |_, p| {
+        each(p);
+        Ok(())
+    })
+}
+
+fn decode(
+    path: &Path,
+    format: Format,
+    progress: bool,
+    each: &mut Each<'_>,
+) -> Result<ImportReport, InteropError> {
     let format = match format {
         Format::Auto => detect_format(path)?,
         f => f,
@@ -395,37 +455,19 @@ pub fn import_file(
         format: Some(format),
         ..Default::default()
     };
-    let writer = Writer::start(
-        store.clone(),
-        Some(key.clone()),
-        WriterConfig {
-            queue: IN_FLIGHT + 1,
-            ..WriterConfig::default()
-        },
-    )?;
-    let mut sink = Sink {
-        writer,
-        in_flight: Default::default(),
-        batch: Vec::with_capacity(IMPORT_BATCH),
-        now: now_secs(),
-        platform: match format {
-            Format::Legion => Some("legion"),
-            Format::Thor => Some("thor"),
-            _ => None,
-        },
-        default_node: match format {
-            Format::Legion => {
-                Some(node_from_name(path, "_patterns.json").unwrap_or_else(|| "legion".into()))
-            }
-            Format::Thor => node_from_name(path, "_depth_patterns.jsonl"),
-            _ => None,
-        },
+    let decoder = Decoder::new(path, format);
+    let mut element = |report: &mut ImportReport, line: u64, v: Value| match decoder.pattern(v) {
+        Ok(p) => each(report, p),
+        Err(e) => {
+            report.invalid(line, e.field, e.reason);
+            Ok(())
+        }
     };
     match format {
-        Format::Legion => import_legion(&mut reader, &mut sink, &mut report)?,
+        Format::Legion => import_legion(&mut reader, &mut element, &mut report)?,
         _ => import_lines(
             BufReader::with_capacity(64 * 1024, &mut reader),
-            &mut sink,
+            &mut element,
             &mut report,
         )
         .map_err(|e| match e {
@@ -436,15 +478,16 @@ pub fn import_file(
             e => e,
         })?,
     }
-    sink.finish(&mut report)?;
-    store.flush()?;
     bar.finish_and_clear();
     Ok(report)
 }
 
+/// One JSON element of a file with the line where it ends.
+type Element<'a> = dyn FnMut(&mut ImportReport, u64, Value) -> Result<(), InteropError> + 'a;
+
 fn import_lines<R: BufRead>(
     mut r: R,
-    sink: &mut Sink,
+    element: &mut Element<'_>,
     report: &mut ImportReport,
 ) -> Result<(), InteropError> {
     let mut buf = Vec::with_capacity(1024);
@@ -465,7 +508,7 @@ fn import_lines<R: BufRead>(
             continue;
         }
         match serde_json::from_slice::<Value>(&buf) {
-            Ok(v @ Value::Object(_)) => sink.record(report, line_no, v)?,
+            Ok(v @ Value::Object(_)) => element(report, line_no, v)?,
             Ok(_) => report.invalid(line_no, "pattern".into(), "must be a JSON object".into()),
             Err(e) => report.skip(line_no, format!("not valid JSON: {e}")),
         }
@@ -476,7 +519,7 @@ fn import_lines<R: BufRead>(
 /// Stream a Legion JSON array element by element (constant memory).
 fn import_legion<R: Read>(
     r: &mut Counting<R>,
-    sink: &mut Sink,
+    element: &mut Element<'_>,
     report: &mut ImportReport,
 ) -> Result<(), InteropError> {
     let reader = io::BufReader::with_capacity(64 * 1024, &mut *r);
@@ -485,7 +528,7 @@ fn import_legion<R: Read>(
             report.invalid(line, "pattern".into(), "must be a JSON object".into());
             return Ok(());
         }
-        sink.record(report, line, v)
+        element(report, line, v)
     })?;
     if let Some((line, why)) = broke {
         // A truncated or malformed array: keep what was read, report where it broke.

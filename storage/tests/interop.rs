@@ -289,3 +289,29 @@ fn import_key_is_unchanged_for_nested_and_unsorted_fields() {
     }
     assert_eq!(keys.len(), lines.len());
 }
+
+/// `decode_file` is the importer's decoding half: over the fixtures it hands
+/// over exactly the patterns `import_file` stores (as duplicates within a
+/// file count as one import each) and reports the same skipped and invalid
+/// lines, without touching a store.
+#[test]
+fn decode_file_hands_over_what_import_file_stores() {
+    let f = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), "a");
+    for name in [
+        "legion_patterns.json",
+        "thor_depth_patterns.jsonl",
+        "mixed_unified.jsonl",
+    ] {
+        let mut decoded = Vec::new();
+        let d =
+            interop::decode_file(&f.join(name), Format::Auto, &mut |p| decoded.push(p)).unwrap();
+        let r = interop::import_file(&s, &key(), &f.join(name), Format::Auto, false).unwrap();
+        assert_eq!(d.accepted, 0, "{name}");
+        assert_eq!(decoded.len() as u64, r.accepted + r.duplicates, "{name}");
+        assert_eq!(d.skipped_lines, r.skipped_lines, "{name}");
+        assert_eq!(d.invalid_records, r.invalid_records, "{name}");
+        assert_eq!(d.format, r.format, "{name}");
+    }
+}
