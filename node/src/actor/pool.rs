@@ -34,7 +34,7 @@ pub const WRITE_WORKERS: usize = 32;
 /// writer's one FIFO behind the group being written and shares the next
 /// group with every low job queued: the fewer low jobs, the shorter both
 /// (issue 12's flood: 32 made a group ~30 ms on the loaded machine).
-pub const WRITE_LOW_WORKERS: usize = 8;
+pub const WRITE_LOW_WORKERS: usize = 2;
 /// Workers checking signatures of records from peers. A pool of their own,
 /// so that a flood's checks queue behind each other, not in front of store
 /// reads and API work (issue 12 #8: honest latency during a flood).

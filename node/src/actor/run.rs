@@ -80,8 +80,12 @@ pub(crate) struct Actor {
     /// Parent side: children that promoted their insights, with the seq.
     pub(super) promoted_by: BTreeMap<PeerId, u64>,
     cmds: mpsc::Receiver<Call>,
+    /// Completions of low-lane jobs (fresh identities' checks and writes).
     done_tx: mpsc::Sender<Call>,
     done_rx: mpsc::Receiver<Call>,
+    /// Completions of every other job: applied before any low one.
+    done_hi_tx: mpsc::Sender<Call>,
+    done_hi_rx: mpsc::Receiver<Call>,
     pub(super) stop: Option<oneshot::Sender<()>>,
     ticks: u64,
 }
@@ -97,6 +101,7 @@ fn ms(at: f64) -> u64 {
 impl Actor {
     pub(super) fn new(sh: Arc<Shared>, net: Net, core: State, cmds: mpsc::Receiver<Call>) -> Actor {
         let (done_tx, done_rx) = mpsc::channel(DONE_CHANNEL_CAPACITY);
+        let (done_hi_tx, done_hi_rx) = mpsc::channel(DONE_CHANNEL_CAPACITY);
         Actor {
             sh,
             net,
@@ -121,6 +126,8 @@ impl Actor {
             cmds,
             done_tx,
             done_rx,
+            done_hi_tx,
+            done_hi_rx,
             stop: None,
             ticks: 0,
         }
@@ -132,8 +139,17 @@ impl Actor {
         // The core's first input starts its own timers.
         self.input(Input::Timer(Timer::Tick));
         loop {
+            // Completed high-lane work first (our own records, established
+            // origins'): a flood's completions queue behind it, not in front.
+            while let Ok(done) = self.done_hi_rx.try_recv() {
+                done(&mut self);
+            }
+            if self.stop.is_some() {
+                break;
+            }
             let wait = self.until_next_timer();
             tokio::select! {
+                Some(done) = self.done_hi_rx.recv() => done(&mut self),
                 ev = self.net.next_event() => self.on_net_event(ev),
                 cmd = self.cmds.recv() => match cmd {
                     Some(call) => call(&mut self),
@@ -249,7 +265,10 @@ impl Actor {
         K: FnOnce(&mut Actor, Result<T, PoolError>) + Send + 'static,
     {
         let sh = self.sh.clone();
-        let tx = self.done_tx.clone();
+        let tx = match lane {
+            Lane::High => self.done_hi_tx.clone(),
+            Lane::Low => self.done_tx.clone(),
+        };
         tokio::spawn(async move {
             let r = pool.run_in(lane, move || job(&sh)).await;
             let call: Call = Box::new(move |a: &mut Actor| then(a, r));
