@@ -98,6 +98,9 @@ impl State {
             Priority::High => len < share(cap, HIGH_WRITE_SHARE),
             Priority::Low => {
                 let low_share = share(cap, LOW_WRITE_SHARE);
+                if len >= share(cap, HIGH_WRITE_SHARE) {
+                    return false;
+                }
                 len < low_share
                     || self
                         .writing
