@@ -17,7 +17,7 @@ use metamesh_protocol::{Depth, InsightBody, PatternBody, SignedRecord};
 use crate::book::TokenBucket;
 use crate::compat;
 use crate::io::*;
-use crate::state::{State, VerifyJob, Via, WriteJob};
+use crate::state::{State, Via, WriteJob};
 
 /// A record waiting for its signature check.
 #[derive(Debug, Clone)]
@@ -249,27 +249,9 @@ impl State {
                 return self.validate(msg, Acceptance::Ignore);
             }
         }
-        if items.is_empty() {
-            return;
+        if !items.is_empty() {
+            self.start_verify(items, via, now);
         }
-        if self.verifying.len() >= self.verifying.cap() {
-            // overloaded: drop (no penalty); pulls find the records again
-            if let Via::Gossip { msg, .. } = via {
-                self.validate(msg, Acceptance::Ignore);
-            }
-            return;
-        }
-        let id = VerifyId(self.id());
-        let records = items.iter().map(|c| c.rec.clone()).collect();
-        self.verifying.insert(
-            id,
-            VerifyJob {
-                via,
-                started: now,
-                items,
-            },
-        );
-        self.out.push(Output::Verify { id, records });
     }
 
     pub(crate) fn on_verified(
@@ -286,9 +268,9 @@ impl State {
             Via::Pull { peer } | Via::Promotion { peer } => *peer,
         };
         let promotion = matches!(job.via, Via::Promotion { .. });
-        // The store's writes are backed up: signatures are still judged
-        // (and charged), valid records are shed, not queued.
-        let shed = self.writes_backed_up();
+        // The store's writes are backed up in this lane: signatures are
+        // still judged (and charged), valid records are shed, not queued.
+        let shed = !self.write_room(job.lane);
         let mut batch = PersistBatch::default();
         let mut written = Vec::new();
         let mut verdict = Acceptance::Ignore;
@@ -368,9 +350,14 @@ impl State {
                 WriteJob::Records {
                     items: written,
                     via,
+                    lane: job.lane,
                 },
             );
-            self.out.push(Output::Persist { id, batch });
+            self.out.push(Output::Persist {
+                id,
+                batch,
+                priority: job.lane,
+            });
         }
     }
 
@@ -551,7 +538,7 @@ impl State {
                 }
             }
             WriteJob::Submit { id, records } => self.on_submit_written(id, records, result, now),
-            WriteJob::Records { items, via } => {
+            WriteJob::Records { items, via, .. } => {
                 let Ok(p) = result else {
                     return; // nothing written: the frontier did not move, pulls find them again
                 };

@@ -50,6 +50,22 @@ pub struct WriteId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubmitId(pub u64);
 
+/// Which lane the shell runs a [`Output::Verify`] or [`Output::Persist`]
+/// in (issue 12: a flood of fresh identities must not delay established
+/// origins' records). Decided by the core from its reputation book (see
+/// [`crate::State::lane_of`]); the shell keeps one bounded queue per lane
+/// and always serves the higher lane first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    /// Our own records and state: never behind peers' work.
+    Own,
+    /// Records of established origins (see [`crate::State::established`]).
+    High,
+    /// Fresh or unknown identities, or anything a sender in bad standing
+    /// delivers: bounded tighter, shed first.
+    Low,
+}
+
 /// Gossipsub validation verdict for a message (`report_message_validation_result`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acceptance {
@@ -346,11 +362,13 @@ pub enum Output {
     Verify {
         id: VerifyId,
         records: Vec<SignedRecord>,
+        priority: Priority,
     },
     /// Write this batch durably; answer with [`Input::Persisted`].
     Persist {
         id: WriteId,
         batch: PersistBatch,
+        priority: Priority,
     },
     /// Answer a [`Input::Submit`] (after the records are durable).
     Submitted {

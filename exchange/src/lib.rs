@@ -16,6 +16,7 @@ pub mod compat;
 pub mod config;
 mod ingest;
 pub mod io;
+mod lane;
 pub mod mem;
 pub mod own;
 mod pull;

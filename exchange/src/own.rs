@@ -159,7 +159,11 @@ impl State {
         batch.own_seq = Some(self.own.last);
         let wid = WriteId(self.id());
         self.writing.insert(wid, WriteJob::Submit { id, records });
-        self.out.push(Output::Persist { id: wid, batch });
+        self.out.push(Output::Persist {
+            id: wid,
+            batch,
+            priority: Priority::Own,
+        });
     }
 
     /// Own records are durable: answer the writer, then push them.
@@ -272,6 +276,7 @@ impl State {
                 insights: vec![(rec.clone(), decoded)],
                 ..PersistBatch::default()
             },
+            priority: Priority::Own,
         });
         if self.cfg.sharing {
             let msg = GossipMessage::InsightBroadcast(InsightBroadcast {

@@ -119,6 +119,7 @@ pub(crate) struct VerifyJob {
     pub via: Via,
     pub started: f64,
     pub items: Vec<crate::ingest::Candidate>,
+    pub lane: Priority,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +127,7 @@ pub(crate) enum WriteJob {
     Records {
         items: Vec<crate::ingest::Written>,
         via: Option<PeerId>,
+        lane: Priority,
     },
     Submit {
         id: SubmitId,
@@ -476,6 +478,7 @@ impl State {
                     reputation: rep,
                     ..PersistBatch::default()
                 },
+                priority: Priority::High,
             });
         }
     }

@@ -505,7 +505,7 @@ fn after_a_failed_own_write_the_chain_skips_the_unwritten_seqs() {
         )
         .into_iter()
         .find_map(|o| match o {
-            Output::Persist { id, batch } => Some((id, batch)),
+            Output::Persist { id, batch, .. } => Some((id, batch)),
             _ => None,
         })
         .unwrap()

@@ -198,11 +198,11 @@ proptest! {
             // feed the core's own requests for work straight back
             for o in outs {
                 let back = match o {
-                    Output::Verify { id, records } => Some(Input::Verified {
+                    Output::Verify { id, records, .. } => Some(Input::Verified {
                         id,
                         results: metamesh_protocol::record::verify_batch(&records),
                     }),
-                    Output::Persist { id, batch } => {
+                    Output::Persist { id, batch, .. } => {
                         let mut store = metamesh_exchange::mem::MemStore::default();
                         Some(Input::Persisted { id, result: Ok(store.apply(batch)) })
                     }

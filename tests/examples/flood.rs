@@ -58,6 +58,11 @@ pub struct Outcome {
     /// Honest pattern latency n1 → n2 (ms), before and during the flood.
     pub before_ms: Vec<f64>,
     pub during_ms: Vec<f64>,
+    /// Of which the local write on n1 (until the API's answer), ms.
+    pub before_local_ms: Vec<f64>,
+    pub during_local_ms: Vec<f64>,
+    /// Records shed (verified, not stored: fetched again later) at n1, n2.
+    pub shed: (u64, u64),
     /// Flood records the adversary published, and over how long.
     pub flood_sent: u64,
     pub flood_secs: f64,
@@ -110,8 +115,9 @@ fn push(record: SignedRecord) -> Vec<u8> {
     .encode()
 }
 
-/// Record one pattern on `from` and wait until `to` holds it: milliseconds.
-async fn one_latency(from: &TestNode, to: &TestNode, tag: &str) -> f64 {
+/// Record one pattern on `from` and wait until `to` holds it: milliseconds
+/// until `from` stored it, and until `to` did.
+async fn one_latency(from: &TestNode, to: &TestNode, tag: &str) -> (f64, f64) {
     let origin = from.n().peer_id();
     let start = Instant::now();
     let done = from
@@ -131,7 +137,7 @@ async fn one_latency(from: &TestNode, to: &TestNode, tag: &str) -> f64 {
     if std::env::var_os("FLOOD_VERBOSE").is_some() {
         eprintln!("{tag}: stored on n1 after {stored:.1} ms, at n2 after {total:.1} ms");
     }
-    total
+    (stored, total)
 }
 
 pub async fn run(opts: &Options) -> Outcome {
@@ -186,9 +192,11 @@ pub async fn run(opts: &Options) -> Outcome {
     })
     .await;
 
-    let mut before = Vec::new();
+    let (mut before, mut before_local) = (Vec::new(), Vec::new());
     for i in 0..opts.samples {
-        before.push(one_latency(&n1, &n2, &format!("before-{i}")).await);
+        let (local, total) = one_latency(&n1, &n2, &format!("before-{i}")).await;
+        before.push(total);
+        before_local.push(local);
         honest += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -236,9 +244,11 @@ pub async fn run(opts: &Options) -> Outcome {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut during = Vec::new();
+    let (mut during, mut during_local) = (Vec::new(), Vec::new());
     for i in 0..opts.samples {
-        during.push(one_latency(&n1, &n2, &format!("during-{i}")).await);
+        let (local, total) = one_latency(&n1, &n2, &format!("during-{i}")).await;
+        during.push(total);
+        during_local.push(local);
         honest += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -327,6 +337,9 @@ pub async fn run(opts: &Options) -> Outcome {
         n1: p1,
         before_ms: before,
         during_ms: during,
+        before_local_ms: before_local,
+        during_local_ms: during_local,
+        shed: (c1.records_shed, c2.records_shed),
         flood_sent: sent.load(Ordering::Relaxed),
         flood_secs,
         flood_origins_at_n2,
@@ -395,6 +408,13 @@ fn main() {
         d,
         quantile(&o.during_ms, 0.9),
         quantile(&o.during_ms, 1.0)
+    );
+    println!(
+        "of which the write on n1 ms: before p50 {:.1}, during p50 {:.1}; shed at n1 {}, at n2 {}",
+        median(&o.before_local_ms),
+        median(&o.during_local_ms),
+        o.shed.0,
+        o.shed.1
     );
     println!("ratio during/before (p50): {:.2}", d / b);
     println!(

@@ -285,7 +285,7 @@ impl Net {
                 );
                 self.respond(i, id, response);
             }
-            Output::Verify { id, records } => {
+            Output::Verify { id, records, .. } => {
                 let mut results = Vec::new();
                 let mut todo = Vec::new();
                 for r in &records {
@@ -301,7 +301,7 @@ impl Net {
                 }
                 self.send(i, Input::Verified { id, results });
             }
-            Output::Persist { id, batch } => {
+            Output::Persist { id, batch, .. } => {
                 let p = self.nodes[i].store.apply(batch);
                 self.send(i, Input::Persisted { id, result: Ok(p) });
             }

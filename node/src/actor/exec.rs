@@ -3,11 +3,12 @@
 //! and metrics. Nothing here decides anything about the exchange.
 
 use libp2p::gossipsub::MessageAcceptance;
-use metamesh_exchange::io::{Acceptance, Event, Input, Output};
+use metamesh_exchange::io::{Acceptance, Event, Input, Output, Priority};
 use metamesh_exchange::serve::{execute as serve_plan, record_bytes};
 use metamesh_exchange::Topic;
 use metamesh_protocol::sync::SyncResponse;
 
+use super::pool::{Lane, PoolError};
 use super::run::Actor;
 use super::store_io::{self, StoreSource};
 use super::Shared;
@@ -22,6 +23,14 @@ fn topic_kind(t: Topic) -> TopicKind {
         Topic::Records => TopicKind::Records,
         Topic::Announce => TopicKind::Announce,
         Topic::Insights => TopicKind::Insights,
+    }
+}
+
+/// The pool lane of a core priority (our own work has pools of its own).
+pub(super) fn lane(p: Priority) -> Lane {
+    match p {
+        Priority::Own | Priority::High => Lane::High,
+        Priority::Low => Lane::Low,
     }
 }
 
@@ -88,24 +97,34 @@ impl Actor {
                     },
                 );
             }
-            Output::Verify { id, records } => {
+            Output::Verify {
+                id,
+                records,
+                priority,
+            } => {
                 // (a pool of its own: a flood's checks queue behind each
-                // other, not in front of store reads and API work)
-                self.job_on(
+                // other, not in front of store reads and API work; in the
+                // lane the core chose)
+                self.job_in(
                     self.sh.verify_pool.clone(),
+                    lane(priority),
                     move |sh: &Shared| store_io::verify(&sh.keys, &records),
                     move |a, r| match r {
                         Ok(results) => a.input(Input::Verified { id, results }),
-                        // The core forgets the batch after its timeout.
+                        // The core forgets the batch after its timeout (a
+                        // shed check charged nobody; pulls find it again).
+                        Err(PoolError::Shed(n)) => tracing::debug!(n, "verification shed"),
                         Err(e) => tracing::warn!(error = %e, "verification job failed"),
                     },
                 );
             }
-            Output::Persist { id, batch } => {
-                // only local submissions carry our own highest seq
-                let own = batch.own_seq.is_some();
+            Output::Persist {
+                id,
+                batch,
+                priority,
+            } => {
                 self.write_job(
-                    own,
+                    priority,
                     move |sh: &Shared| {
                         let writer = sh
                             .writer()

@@ -47,7 +47,7 @@ pub struct Node {
 
 fn pool_err(what: &str, e: PoolError) -> ApiError {
     match e {
-        PoolError::Busy(_) => ApiError::unavailable(format!("{what}: {e}")),
+        PoolError::Busy(_) | PoolError::Shed(_) => ApiError::unavailable(format!("{what}: {e}")),
         PoolError::Failed(_) => ApiError::internal(format!("{what}: {e}")),
     }
 }

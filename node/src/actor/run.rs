@@ -17,14 +17,16 @@ use std::time::Duration;
 use libp2p::gossipsub::MessageId;
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::PeerId;
-use metamesh_exchange::io::{Gossip, InboundId, Input, MsgId, RequestId, SubmitError, Timer};
+use metamesh_exchange::io::{
+    Gossip, InboundId, Input, MsgId, Priority, RequestId, SubmitError, Timer,
+};
 use metamesh_exchange::{State, SubmittedRecord, Topic};
 use metamesh_protocol::sync::SyncResponse;
 use metamesh_protocol::wire::WireError;
 use metamesh_protocol::Depth;
 use tokio::sync::{mpsc, oneshot};
 
-use super::pool::PoolError;
+use super::pool::{Lane, Pool, PoolError};
 use super::{now_secs, Shared, DONE_CHANNEL_CAPACITY};
 use crate::events::NodeEvent;
 use crate::network::{Net, NetEvent, TopicKind};
@@ -78,8 +80,12 @@ pub(crate) struct Actor {
     /// Parent side: children that promoted their insights, with the seq.
     pub(super) promoted_by: BTreeMap<PeerId, u64>,
     cmds: mpsc::Receiver<Call>,
+    /// Completions of low-lane jobs (fresh identities' checks and writes).
     done_tx: mpsc::Sender<Call>,
     done_rx: mpsc::Receiver<Call>,
+    /// Completions of every other job: applied before any low one.
+    done_hi_tx: mpsc::Sender<Call>,
+    done_hi_rx: mpsc::Receiver<Call>,
     pub(super) stop: Option<oneshot::Sender<()>>,
     ticks: u64,
 }
@@ -95,6 +101,7 @@ fn ms(at: f64) -> u64 {
 impl Actor {
     pub(super) fn new(sh: Arc<Shared>, net: Net, core: State, cmds: mpsc::Receiver<Call>) -> Actor {
         let (done_tx, done_rx) = mpsc::channel(DONE_CHANNEL_CAPACITY);
+        let (done_hi_tx, done_hi_rx) = mpsc::channel(DONE_CHANNEL_CAPACITY);
         Actor {
             sh,
             net,
@@ -119,6 +126,8 @@ impl Actor {
             cmds,
             done_tx,
             done_rx,
+            done_hi_tx,
+            done_hi_rx,
             stop: None,
             ticks: 0,
         }
@@ -130,8 +139,17 @@ impl Actor {
         // The core's first input starts its own timers.
         self.input(Input::Timer(Timer::Tick));
         loop {
+            // Completed high-lane work first (our own records, established
+            // origins'): a flood's completions queue behind it, not in front.
+            while let Ok(done) = self.done_hi_rx.try_recv() {
+                done(&mut self);
+            }
+            if self.stop.is_some() {
+                break;
+            }
             let wait = self.until_next_timer();
             tokio::select! {
+                Some(done) = self.done_hi_rx.recv() => done(&mut self),
                 ev = self.net.next_event() => self.on_net_event(ev),
                 cmd = self.cmds.recv() => match cmd {
                     Some(call) => call(&mut self),
@@ -219,36 +237,40 @@ impl Actor {
         J: FnOnce(&Shared) -> T + Send + 'static,
         K: FnOnce(&mut Actor, Result<T, PoolError>) + Send + 'static,
     {
-        self.job_on(self.sh.pool.clone(), job, then)
+        self.job_in(self.sh.pool.clone(), Lane::High, job, then)
     }
 
     /// Like [`Actor::job`], on the write pool (jobs that wait for a flush
-    /// must not hold the workers that serve and verify); `own` writes (our
-    /// local submissions) on a pool of their own, never behind peers' writes.
-    pub(super) fn write_job<T, J, K>(&self, own: bool, job: J, then: K)
+    /// must not hold the workers that serve and verify), in the lane the
+    /// core chose; our own writes on a pool of their own, never behind
+    /// peers' writes.
+    pub(super) fn write_job<T, J, K>(&self, priority: Priority, job: J, then: K)
     where
         T: Send + 'static,
         J: FnOnce(&Shared) -> T + Send + 'static,
         K: FnOnce(&mut Actor, Result<T, PoolError>) + Send + 'static,
     {
-        let pool = if own {
-            &self.sh.own_write_pool
-        } else {
-            &self.sh.write_pool
+        let pool = match priority {
+            Priority::Own => &self.sh.own_write_pool,
+            Priority::High | Priority::Low => &self.sh.write_pool,
         };
-        self.job_on(pool.clone(), job, then)
+        self.job_in(pool.clone(), super::exec::lane(priority), job, then)
     }
 
-    pub(super) fn job_on<T, J, K>(&self, pool: super::pool::Pool, job: J, then: K)
+    /// Run `job` on `pool` in `lane`; `then` gets its result on the actor.
+    pub(super) fn job_in<T, J, K>(&self, pool: Pool, lane: Lane, job: J, then: K)
     where
         T: Send + 'static,
         J: FnOnce(&Shared) -> T + Send + 'static,
         K: FnOnce(&mut Actor, Result<T, PoolError>) + Send + 'static,
     {
         let sh = self.sh.clone();
-        let tx = self.done_tx.clone();
+        let tx = match lane {
+            Lane::High => self.done_hi_tx.clone(),
+            Lane::Low => self.done_tx.clone(),
+        };
         tokio::spawn(async move {
-            let r = pool.run(move || job(&sh)).await;
+            let r = pool.run_in(lane, move || job(&sh)).await;
             let call: Call = Box::new(move |a: &mut Actor| then(a, r));
             let _ = tx.send(call).await;
         });

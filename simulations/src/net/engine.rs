@@ -1145,7 +1145,7 @@ impl Sim {
                 );
                 self.respond(i, id, response);
             }
-            Output::Verify { id, records } => {
+            Output::Verify { id, records, .. } => {
                 let todo: Vec<_> = records
                     .iter()
                     .filter(|r| !self.verified.contains_key(&r.content_hash()))
@@ -1165,7 +1165,7 @@ impl Sim {
                     .collect();
                 self.at(now, Ev::Input(i, Box::new(Input::Verified { id, results })));
             }
-            Output::Persist { id, batch } => {
+            Output::Persist { id, batch, .. } => {
                 let p = self.nodes[i].store.apply(batch);
                 self.at(
                     now,
