@@ -5,15 +5,23 @@
 //! full disk, **503** otherwise, both saying nothing was stored — and
 //! `/healthz` and `/v1/stats` answer 503 naming the fault. Every 2 s a probe
 //! writes and flushes a tiny entry; when it succeeds the node is healthy
-//! again. (Reopening a poisoned sled instance in process is not done: its
-//! file lock is held until every handle drops; until a restart the probe
-//! keeps failing and the node keeps saying so.)
+//! again. sled keeps the first I/O error for the life of its instance, so
+//! after a real ENOSPC the probe keeps failing even once space is back: when
+//! a probe fails while the store's file system has room again
+//! ([`REOPEN_FREE_BYTES`]), the node asks to be restarted in process
+//! ([`Health::reopen_wanted`]); `metamesh run` then stops the node (every
+//! store handle drops, which releases sled's lock) and starts it again on a
+//! freshly opened store, which replays sled's log and keeps everything that
+//! was acknowledged.
 //!
 //! [`Health::inject`] is the test seam: it makes store writes fail as a
 //! full disk (ENOSPC) or a broken store would, without filling a disk.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+
+use tokio::sync::watch;
 
 use metamesh_storage::recovery::{failure_kind, FailureKind};
 use metamesh_storage::StoreError;
@@ -62,12 +70,28 @@ impl Fault {
     }
 }
 
+/// Free bytes on the store's file system above which a store that still
+/// fails its probe is broken (not full) and is reopened (or an eighth of a
+/// smaller file system).
+pub const REOPEN_FREE_BYTES: u64 = 64 << 20;
+
 /// The node's store health, shared by the actor, its jobs and the handles.
-#[derive(Default)]
 pub struct Health {
     fault: Mutex<Option<Fault>>,
     probing: AtomicBool,
     injected: Mutex<Option<FailureKind>>,
+    reopen: watch::Sender<bool>,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health {
+            fault: Mutex::new(None),
+            probing: AtomicBool::new(false),
+            injected: Mutex::new(None),
+            reopen: watch::channel(false).0,
+        }
+    }
 }
 
 impl Health {
@@ -124,14 +148,100 @@ impl Health {
         }
         self.probing.store(false, Ordering::SeqCst);
     }
+
+    /// Resolves once the store must be reopened (see the module docs).
+    pub fn reopen_wanted(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.reopen.subscribe();
+        async move {
+            let _ = rx.wait_for(|w| *w).await;
+        }
+    }
+
+    fn want_reopen(&self, free: u64, e: &StoreError) {
+        if !self.reopen.send_replace(true) {
+            tracing::warn!(
+                error = %e,
+                free_bytes = free,
+                "the store still fails although the disk has room again \
+                 (sled keeps its first I/O error): reopening it"
+            );
+        }
+    }
+}
+
+/// Whether a probe that failed with `e` means a broken instance to reopen:
+/// a store fault (not a bad request) while the file system holding `dir`
+/// has at least `floor` bytes (or an eighth of its size) free.
+fn broken_with_room(e: &StoreError, dir: &Path, floor: u64) -> Option<u64> {
+    if failure_kind(e) == FailureKind::Request {
+        return None;
+    }
+    let free = fs2::available_space(dir).ok()?;
+    let total = fs2::total_space(dir).ok()?;
+    (free > 0 && free >= floor.min(total / 8)).then_some(free)
 }
 
 /// Blocking (on the pool): write and flush a tiny entry (our own, empty
 /// address list, which nothing dials).
+/// A failure of a real (not injected) store with room on its disk asks
+/// for a reopen.
 pub(crate) fn probe(sh: &Shared) -> Result<(), StoreError> {
     if let Some(e) = sh.health.injected() {
         return Err(e);
     }
-    sh.store.put_peer_addrs(&sh.peer_id, &[])?;
-    sh.store.flush()
+    let r = sh
+        .store
+        .put_peer_addrs(&sh.peer_id, &[])
+        .and_then(|()| sh.store.flush());
+    if let Err(e) = &r {
+        if let Some(free) = broken_with_room(e, sh.store.path(), REOPEN_FREE_BYTES) {
+            sh.health.want_reopen(free, e);
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn full() -> StoreError {
+        StoreError::Io(std::io::Error::from_raw_os_error(28))
+    }
+
+    #[test]
+    fn a_failing_store_with_room_is_broken_and_without_room_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(broken_with_room(&full(), dir.path(), 0).is_some());
+        let total = fs2::total_space(dir.path()).unwrap();
+        let free = fs2::available_space(dir.path()).unwrap();
+        // With less free than an eighth of the disk and than the floor: full.
+        if free < total / 8 {
+            assert!(broken_with_room(&full(), dir.path(), free + 1).is_none());
+        } else {
+            assert!(broken_with_room(&full(), dir.path(), u64::MAX).is_some());
+        }
+        let request = StoreError::Corrupt("x".into());
+        assert_eq!(failure_kind(&request), FailureKind::Request);
+        assert!(broken_with_room(&request, dir.path(), 0).is_none());
+    }
+
+    #[tokio::test]
+    async fn reopen_is_wanted_once_and_wakes_every_waiter() {
+        let h = Health::default();
+        let (a, b) = (h.reopen_wanted(), h.reopen_wanted());
+        h.want_reopen(1, &full());
+        h.want_reopen(1, &full());
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            a.await;
+            b.await;
+        })
+        .await
+        .unwrap();
+        // A waiter that arrives later sees it too.
+        tokio::time::timeout(std::time::Duration::from_secs(5), h.reopen_wanted())
+            .await
+            .unwrap();
+    }
 }

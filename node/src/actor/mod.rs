@@ -378,6 +378,13 @@ impl RunningNode {
             .cloned()
     }
 
+    /// Resolves when the store is broken for this instance but its disk has
+    /// room again (see `health`): stop this node and start it again to
+    /// reopen the store.
+    pub fn store_broken(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.node.shared().health.reopen_wanted()
+    }
+
     /// Stop the API, then the actor (which saves peer addresses and
     /// reputation on its way out), and flush the store.
     pub async fn shutdown(self) -> Result<(), NodeError> {
