@@ -90,9 +90,15 @@ struct Args {
     /// Tree: swap an eager link for a lazy one announcing this many hops earlier (0: off).
     #[arg(long, default_value_t = TreeConfig::default().optimize_hops)]
     tree_optimize_hops: u16,
-    /// Tree: a link that gave a record first within this many ms is not pruned.
-    #[arg(long, default_value_t = 1000.0 * TreeConfig::default().protect_secs)]
-    tree_protect_ms: f64,
+    /// Tree: prune a neighbour after this many more duplicates than first copies.
+    #[arg(long, default_value_t = TreeConfig::default().prune_after)]
+    tree_prune_after: i32,
+    /// Tree: only one record in N (by hash) moves link scores.
+    #[arg(long, default_value_t = TreeConfig::default().shape_one_in)]
+    tree_shape_one_in: u8,
+    /// Tree: own records also go in full to this many connected peers outside the tree.
+    #[arg(long, default_value_t = TreeConfig::default().publish_extra)]
+    tree_publish_extra: usize,
     /// Connections each node dials.
     #[arg(long, default_value_t = 8)]
     dial: usize,
@@ -164,7 +170,9 @@ fn main() -> anyhow::Result<()> {
                 ihave_delay_secs: a.tree_ihave_ms.max(0.0) / 1000.0,
                 graft_timeout_secs: a.tree_graft_ms.max(1.0) / 1000.0,
                 optimize_hops: a.tree_optimize_hops,
-                protect_secs: a.tree_protect_ms.max(0.0) / 1000.0,
+                prune_after: a.tree_prune_after.max(1),
+                publish_extra: a.tree_publish_extra,
+                shape_one_in: a.tree_shape_one_in.max(1),
                 ..TreeConfig::default()
             },
             ..metamesh_exchange::Config::default()

@@ -31,135 +31,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use libp2p_identity::PeerId;
-use metamesh_protocol::codec;
-use metamesh_protocol::record::{ContentHash, MAX_BODY_BYTES};
+use metamesh_protocol::record::ContentHash;
 use metamesh_protocol::SignedRecord;
 use rand::seq::IteratorRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::bounded::BoundedMap;
 
-/// Most ids in one `IHave` or `Graft` message (a decoded larger one is cut).
-pub const MAX_IDS_PER_MSG: usize = 512;
-/// Largest encoded tree message accepted.
-pub const MAX_TREE_MSG_BYTES: usize = MAX_BODY_BYTES + 4096 + MAX_IDS_PER_MSG * 40;
-/// Most records sent in answer to one `Graft`.
-pub const MAX_GRAFT_RECORDS: usize = 64;
+mod config;
+mod wire;
 
-/// Parameters of the tree. `Default`: off (records go over gossipsub).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TreeConfig {
-    /// Push records over the tree instead of gossipsub's records topic.
-    pub enabled: bool,
-    /// Ask connected peers to become neighbours while fewer than this.
-    pub active_target: usize,
-    /// Refuse neighbours beyond this (unless the asker has none).
-    pub active_max: usize,
-    /// Ids to lazy neighbours are batched this long.
-    pub ihave_delay_secs: f64,
-    /// Wait this long after the first announcement of a missing record before `Graft`.
-    pub graft_timeout_secs: f64,
-    /// Then this long before asking the next announcer.
-    pub graft_retry_secs: f64,
-    /// Swap an eager link for a lazy one announcing this many hops earlier (0: off).
-    pub optimize_hops: u16,
-    /// A duplicate from a neighbour that gave us a record first within this many seconds does not prune it.
-    pub protect_secs: f64,
-    /// Records kept to answer `Graft`, and for how long.
-    pub max_cache: usize,
-    pub cache_secs: f64,
-    /// Ids of records held or being verified (the duplicate filter).
-    pub max_seen: usize,
-    /// Announced-but-missing records tracked.
-    pub max_missing: usize,
-    /// Announcers remembered per missing record.
-    pub max_announcers: usize,
-    /// Connected peers tracked (candidates for the active view).
-    pub max_connected: usize,
-    /// Ids queued per lazy neighbour.
-    pub max_queued_ids: usize,
-    /// An unanswered `Join` is given up after this; a refusing peer is not asked again for this.
-    pub join_timeout_secs: f64,
-    pub refuse_backoff_secs: f64,
-}
-
-impl Default for TreeConfig {
-    fn default() -> Self {
-        TreeConfig {
-            enabled: false,
-            active_target: 4,
-            active_max: 6,
-            ihave_delay_secs: 0.1,
-            graft_timeout_secs: 0.15,
-            graft_retry_secs: 0.4,
-            optimize_hops: 0,
-            protect_secs: 2.0,
-            max_cache: 1024,
-            cache_secs: 30.0,
-            max_seen: 16_384,
-            max_missing: 1024,
-            max_announcers: 4,
-            max_connected: 4096,
-            max_queued_ids: 4096,
-            join_timeout_secs: 5.0,
-            refuse_backoff_secs: 10.0,
-        }
-    }
-}
-
-/// A message between tree neighbours (CBOR, see [`TreeMsg::encode`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum TreeMsg {
-    /// A record in full, `hops` links from its origin (1 = from the origin).
-    #[serde(rename = "p")]
-    Push { record: SignedRecord, hops: u16 },
-    /// Ids of records we hold, with their hop counts.
-    #[serde(rename = "i")]
-    IHave(Vec<(ContentHash, u16)>),
-    /// Become eager again and send these records (empty: only the link).
-    #[serde(rename = "g")]
-    Graft(Vec<ContentHash>),
-    /// Stop sending records in full (send ids).
-    #[serde(rename = "x")]
-    Prune,
-    /// Be my neighbour (`urgent`: I have none).
-    #[serde(rename = "j")]
-    Join { urgent: bool },
-    #[serde(rename = "a")]
-    Accept,
-    #[serde(rename = "r")]
-    Refuse,
-    /// I dropped you from my neighbours.
-    #[serde(rename = "l")]
-    Leave,
-}
-
-/// Why tree bytes were refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TreeError {
-    #[error("tree message: {0}")]
-    Codec(#[from] codec::CodecError),
-}
-
-impl TreeMsg {
-    pub fn encode(&self) -> Vec<u8> {
-        codec::to_cbor(self)
-    }
-
-    /// Decode at most [`MAX_TREE_MSG_BYTES`]; id lists are cut to [`MAX_IDS_PER_MSG`].
-    pub fn decode(bytes: &[u8]) -> Result<TreeMsg, TreeError> {
-        let mut m: TreeMsg = codec::from_cbor(bytes, MAX_TREE_MSG_BYTES)?;
-        match &mut m {
-            TreeMsg::IHave(v) => v.truncate(MAX_IDS_PER_MSG),
-            TreeMsg::Graft(v) => v.truncate(MAX_IDS_PER_MSG),
-            _ => {}
-        }
-        Ok(m)
-    }
-}
+pub use config::TreeConfig;
+pub use wire::{TreeError, TreeMsg, MAX_GRAFT_RECORDS, MAX_IDS_PER_MSG, MAX_TREE_MSG_BYTES};
 
 /// What happens to a tree.
 #[derive(Debug, Clone, PartialEq)]
@@ -213,12 +98,24 @@ pub struct TreeStats {
     pub ihave_ids_sent: u64,
 }
 
-/// A neighbour: do we push records to it, and when did it last give us a record first.
+/// A neighbour: do we push records to it; does it push to us (we did not
+/// prune it), and how useful its pushes were (see `prune_after`).
 #[derive(Debug, Clone, Copy)]
 struct Link {
     eager: bool,
-    first_at: f64,
+    inbound: bool,
+    score: i32,
 }
+
+/// Only one record in `n` (by its hash, so every node agrees) moves link
+/// scores: fewer concurrent records shape the tree, so their first-arrival
+/// trees are not intersected into a forest.
+fn shapes(id: &ContentHash, n: u8) -> bool {
+    n <= 1 || id.0[0] % n == 0
+}
+
+/// Bound of a link's score.
+const SCORE_CAP: i32 = 8;
 
 #[derive(Debug, Clone)]
 struct Seen {
@@ -391,7 +288,8 @@ impl Tree {
         self.asking.remove(&p);
         self.active.entry(p).or_insert(Link {
             eager: true,
-            first_at: f64::NEG_INFINITY,
+            inbound: true,
+            score: 0,
         });
     }
 
@@ -491,17 +389,35 @@ impl Tree {
         let id = record.content_hash();
         if self.seen.contains_key(&id) {
             self.stats.duplicates += 1;
-            // Prune is directional (stop pushing *to me*), and a link that
-            // gave us a record first lately is kept: records of other
-            // origins in flight need it (pruning every link that carried
-            // one duplicate would cut the tree to the intersection of the
-            // concurrent records' trees: a forest).
-            let protect = self.cfg.protect_secs;
-            let kept = self
-                .active
-                .get(&from)
-                .is_some_and(|l| now - l.first_at < protect);
-            if !kept {
+            // A copy after one from outside the tree (an origin's flood
+            // publish) says nothing about the tree.
+            let tree_first = self
+                .seen
+                .get(&id)
+                .and_then(|s| s.from)
+                .is_some_and(|f| self.active.contains_key(&f));
+            let inbound = self.active.values().filter(|l| l.inbound).count();
+            let after = self.cfg.prune_after.max(1);
+            let Some(l) = self.active.get_mut(&from) else {
+                return;
+            };
+            if !l.inbound {
+                // pruned already (the Prune was lost or crossed a Graft)
+                self.stats.prunes_sent += 1;
+                return self.send(from, TreeMsg::Prune);
+            }
+            if !tree_first || !shapes(&id, self.cfg.shape_one_in) {
+                return;
+            }
+            // Prune is directional (stop pushing *to me*) and needs a run
+            // of duplicates: one duplicate means the link was not on this
+            // record's first path, not that no origin needs it — pruning on
+            // every duplicate cuts the tree to the intersection of the
+            // concurrent records' trees, a forest.
+            l.score = (l.score - 1).max(-SCORE_CAP);
+            if l.score <= -after && inbound > 1 {
+                l.inbound = false;
+                l.score = 0;
                 self.stats.prunes_sent += 1;
                 self.send(from, TreeMsg::Prune);
             }
@@ -515,8 +431,12 @@ impl Tree {
             },
         );
         self.missing.remove(&id);
+        let shaping = shapes(&id, self.cfg.shape_one_in);
         if let Some(l) = self.active.get_mut(&from) {
-            l.first_at = now;
+            if shaping {
+                l.score = (l.score + 1).min(SCORE_CAP);
+            }
+            l.inbound = true;
         }
         self.cache.insert(
             id,
@@ -576,7 +496,20 @@ impl Tree {
                 ok: true,
             },
         );
-        self.forward(id, record, 0, None, now);
+        self.forward(id, record.clone(), 0, None, now);
+        let extra = self
+            .connected
+            .iter()
+            .filter(|p| !self.active.contains_key(p))
+            .copied()
+            .choose_multiple(&mut self.rng, self.cfg.publish_extra);
+        for p in extra {
+            let msg = TreeMsg::Push {
+                record: record.clone(),
+                hops: 1,
+            };
+            self.send(p, msg);
+        }
     }
 
     /// In full to eager neighbours, as an id to lazy ones; never back to `from`.
@@ -648,8 +581,16 @@ impl Tree {
                         swapped = true;
                         self.stats.optimisations += 1;
                         self.send(from, TreeMsg::Graft(vec![]));
-                        self.stats.prunes_sent += 1;
-                        self.send(parent, TreeMsg::Prune);
+                        if let Some(l) = self.active.get_mut(&from) {
+                            l.inbound = true;
+                            l.score = 0;
+                        }
+                        if let Some(l) = self.active.get_mut(&parent) {
+                            l.inbound = false;
+                            l.score = 0;
+                            self.stats.prunes_sent += 1;
+                            self.send(parent, TreeMsg::Prune);
+                        }
                     }
                 }
                 continue;
@@ -730,6 +671,10 @@ impl Tree {
             }
         }
         for (p, ids) in grafts {
+            if let Some(l) = self.active.get_mut(&p) {
+                l.inbound = true;
+                l.score = 0;
+            }
             self.stats.grafts_sent += 1;
             for chunk in ids.chunks(MAX_IDS_PER_MSG) {
                 self.send(p, TreeMsg::Graft(chunk.to_vec()));
