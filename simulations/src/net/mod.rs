@@ -262,6 +262,29 @@ mod tests {
     }
 
     #[test]
+    fn records_over_the_core_tree_reach_everyone_also_with_loss_and_churn() {
+        let mut core = metamesh_exchange::Config::default();
+        core.tree.enabled = true;
+        let t = run(NetConfig {
+            core: core.clone(),
+            bootstrap: false,
+            ..small(6)
+        });
+        assert_eq!(t.delivered_fraction, 1.0, "{t:?}");
+        assert_eq!(t.tree.records, "tree");
+        assert!(t.tree.stats.pushes_received > 0, "{t:?}");
+        assert!(t.tree.active_mean > 1.0, "{t:?}");
+        let c = run(NetConfig {
+            core,
+            loss: 0.05,
+            churn: 0.1,
+            bootstrap: false,
+            ..small(7)
+        });
+        assert_eq!(c.delivered_fraction, 1.0, "{c:?}");
+    }
+
+    #[test]
     fn a_healed_partition_converges_and_churn_loses_nothing() {
         let p = run(NetConfig {
             partition: true,
