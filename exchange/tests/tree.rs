@@ -201,6 +201,7 @@ fn duplicates_prune_the_overlay_to_a_tree() {
     let cfg = TreeConfig {
         publish_extra: 0,
         shape_one_in: 1,
+        prune_after: 2,
         ..TreeConfig::default()
     };
     let mut net = Net::new(n, 3, cfg, 7);
