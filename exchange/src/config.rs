@@ -95,6 +95,8 @@ pub struct Config {
     /// Confidence (P(best)) of our `optimal_quality_depth` insight needed
     /// before it is promoted to the parent.
     pub promote_min_confidence: f64,
+    /// Records over a Plumtree push (`exchange/src/tree.rs`) instead of gossipsub (off by default).
+    pub tree: crate::tree::TreeConfig,
 }
 
 impl Default for Config {
@@ -138,6 +140,7 @@ impl Default for Config {
             parent: None,
             parent_resync_secs: 30.0,
             promote_min_confidence: 0.9,
+            tree: crate::tree::TreeConfig::default(),
         }
     }
 }

@@ -190,7 +190,7 @@ impl State {
     pub(crate) fn ingest(&mut self, records: Vec<SignedRecord>, via: Via, now: f64) {
         let sender = match &via {
             Via::Gossip { source, .. } => *source,
-            Via::Pull { peer } | Via::Promotion { peer } => *peer,
+            Via::Pull { peer } | Via::Promotion { peer } | Via::Tree { peer, .. } => *peer,
         };
         let mut items = Vec::new();
         let mut bad = 0u64;
@@ -241,6 +241,9 @@ impl State {
                 });
             }
         }
+        if let (Via::Tree { id, .. }, true) = (&via, bad > 0) {
+            self.tree_verdict(*id, false, now);
+        }
         if let Via::Gossip { msg, .. } = via {
             if bad > 0 {
                 return self.validate(msg, Acceptance::Reject);
@@ -265,7 +268,7 @@ impl State {
         };
         let sender = match &job.via {
             Via::Gossip { source, .. } => *source,
-            Via::Pull { peer } | Via::Promotion { peer } => *peer,
+            Via::Pull { peer } | Via::Promotion { peer } | Via::Tree { peer, .. } => *peer,
         };
         let promotion = matches!(job.via, Via::Promotion { .. });
         // The store's writes are backed up in this lane: signatures are
@@ -339,10 +342,13 @@ impl State {
         if let Via::Gossip { msg, .. } = job.via {
             self.validate(msg, verdict);
         }
+        if let (Via::Tree { id, .. }, true) = (&job.via, verdict != Acceptance::Ignore) {
+            self.tree_verdict(*id, verdict == Acceptance::Accept, now);
+        }
         if !batch.is_empty() {
             let via = match job.via {
                 Via::Pull { peer } | Via::Promotion { peer } => Some(peer),
-                Via::Gossip { .. } => None,
+                Via::Gossip { .. } | Via::Tree { .. } => None,
             };
             let id = WriteId(self.id());
             self.writing.insert(
@@ -548,6 +554,7 @@ impl State {
                     match o {
                         WriteOutcome::Inserted => {
                             inserted += 1;
+                            self.tree_have(w.hash, now);
                             self.counters.records_accepted += 1;
                             if w.origin == self.me {
                                 self.own.bump(w.seq);

@@ -176,6 +176,11 @@ pub enum Input {
     },
     /// New configuration (bounds, rates, acceptance policy, trust).
     Config(Box<crate::Config>),
+    /// A message from a tree neighbour (decoded with [`crate::tree::TreeMsg::decode`]).
+    Tree {
+        peer: PeerId,
+        msg: Result<crate::tree::TreeMsg, crate::tree::TreeError>,
+    },
     /// A charge the exchange cannot see for itself: the learning policy
     /// found a peer's evidence contradicted by the node's own outcomes.
     Charge {
@@ -195,6 +200,8 @@ pub enum Timer {
     /// Pull what reconciliation found missing from a peer (after the
     /// repair delay, so records still in flight by gossip are not pulled).
     Repair(PeerId),
+    /// The record tree's batching, graft and neighbour timers.
+    Tree,
 }
 
 /// What the shell must fetch from its store to answer a request. The core
@@ -396,4 +403,10 @@ pub enum Output {
         timer: Timer,
     },
     Event(Event),
+    /// Send a tree message to a peer (encode with [`crate::tree::TreeMsg::encode`]);
+    /// received ones come back as [`Input::Tree`].
+    Tree {
+        peer: PeerId,
+        msg: crate::tree::TreeMsg,
+    },
 }

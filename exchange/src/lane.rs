@@ -127,7 +127,7 @@ impl State {
     pub(crate) fn start_verify(&mut self, items: Vec<Candidate>, via: Via, now: f64) {
         let sender = match &via {
             Via::Gossip { source, .. } => *source,
-            Via::Pull { peer } | Via::Promotion { peer } => *peer,
+            Via::Pull { peer } | Via::Promotion { peer } | Via::Tree { peer, .. } => *peer,
         };
         let mut high = Vec::new();
         let mut low = Vec::new();
@@ -137,7 +137,8 @@ impl State {
                 _ => high.push(c),
             }
         }
-        let jobs = if let Via::Gossip { msg, .. } = via {
+        // A gossip message or a tree push has one verdict: one job.
+        let jobs = if matches!(via, Via::Gossip { .. } | Via::Tree { .. }) {
             let lane = if low.is_empty() {
                 Priority::High
             } else {
@@ -145,7 +146,11 @@ impl State {
             };
             high.append(&mut low);
             if !self.verify_room(lane) {
-                return self.validate(msg, Acceptance::Ignore);
+                return match via {
+                    Via::Gossip { msg, .. } => self.validate(msg, Acceptance::Ignore),
+                    Via::Tree { id, .. } => self.tree_verdict(id, false, now),
+                    _ => {}
+                };
             }
             vec![(lane, high)]
         } else {

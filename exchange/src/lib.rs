@@ -25,6 +25,7 @@ pub mod serve;
 pub mod state;
 #[doc(hidden)]
 pub mod testutil;
+pub mod tree;
 
 pub use config::Config;
 pub use io::*;

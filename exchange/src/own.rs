@@ -172,7 +172,7 @@ impl State {
         id: SubmitId,
         records: Vec<(SignedRecord, SubmittedRecord, metamesh_protocol::Depth)>,
         result: Result<Persisted, String>,
-        _now: f64,
+        now: f64,
     ) {
         let p = match result {
             Ok(p) => p,
@@ -199,7 +199,9 @@ impl State {
                 depth,
                 local: true,
             });
-            if self.cfg.sharing {
+            if self.cfg.sharing && self.cfg.tree.enabled {
+                self.tree_in(crate::tree::TreeIn::Broadcast(rec), now);
+            } else if self.cfg.sharing {
                 let msg = GossipMessage::RecordPush(RecordPush {
                     v: WIRE_VERSION,
                     record: rec,

@@ -112,6 +112,11 @@ pub(crate) enum Via {
     Promotion {
         peer: PeerId,
     },
+    /// Pushed by a tree neighbour (`id`: the record's hash, for the verdict).
+    Tree {
+        peer: PeerId,
+        id: ContentHash,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +173,8 @@ pub struct State {
     pub(crate) next_id: u64,
     pub(crate) out: Vec<Output>,
     pub(crate) started: bool,
+    /// The record tree (used when `cfg.tree.enabled`).
+    pub(crate) ptree: crate::tree::Tree,
 }
 
 impl State {
@@ -185,6 +192,7 @@ impl State {
         }
         let _ = insight_seq;
         State {
+            ptree: crate::tree::Tree::new(cfg.tree.clone(), init.seed ^ 0x7472_6565),
             tree: DigestTree::from_frontier(&init.frontier),
             rng: ChaCha8Rng::seed_from_u64(init.seed),
             own,
@@ -224,7 +232,7 @@ impl State {
         }
         match input {
             Input::PeerConnected { peer, .. } => self.on_connected(peer, now),
-            Input::PeerDisconnected { peer } => self.on_disconnected(peer),
+            Input::PeerDisconnected { peer } => self.on_disconnected(peer, now),
             Input::Gossip(g) => self.on_gossip(g, now),
             Input::Request { peer, id, request } => self.on_request(peer, id, request, now),
             Input::Served {
@@ -242,6 +250,7 @@ impl State {
             Input::OwnInsights { stats, insights } => self.on_own_insights(stats, insights, now),
             Input::Config(cfg) => self.on_config(*cfg),
             Input::Charge { peer, event } => self.charge(peer, event, 1, now),
+            Input::Tree { peer, msg } => self.on_tree(peer, msg, now),
         }
         std::mem::take(&mut self.out)
     }
@@ -327,6 +336,19 @@ impl State {
             ),
             ("frontier", self.tree.len(), self.cfg.max_origins),
         ]
+        .into_iter()
+        .chain(self.ptree.table_sizes())
+        .collect()
+    }
+
+    /// The record tree's counters.
+    pub fn tree_stats(&self) -> &crate::tree::TreeStats {
+        self.ptree.stats()
+    }
+
+    /// The record tree's neighbours (peer, eager).
+    pub fn tree_neighbours(&self) -> impl Iterator<Item = (&PeerId, bool)> {
+        self.ptree.active()
     }
 
     // ---- helpers -----------------------------------------------------------------
@@ -417,11 +439,15 @@ impl State {
             return;
         }
         self.peers.insert(peer, PeerInfo::default());
+        if self.cfg.tree.enabled {
+            self.tree_in(crate::tree::TreeIn::Up(peer), now);
+        }
         // A new connection compares digests; it does not pull everything.
         self.schedule(now + self.cfg.connect_delay_secs, Timer::Reconcile(peer));
     }
 
-    fn on_disconnected(&mut self, peer: PeerId) {
+    fn on_disconnected(&mut self, peer: PeerId, now: f64) {
+        self.tree_in(crate::tree::TreeIn::Down(peer), now);
         self.peers.remove(&peer);
         self.inflight.retain(|_, (_, p, _)| *p != peer);
         self.outbound.retain(|_, o| o.peer != peer);
@@ -432,6 +458,7 @@ impl State {
             Timer::Tick => self.on_tick(now),
             Timer::Reconcile(peer) => self.start_recon(peer, now),
             Timer::Repair(peer) => self.start_pull(peer, now),
+            Timer::Tree => self.tree_in(crate::tree::TreeIn::Timer, now),
         }
     }
 
@@ -495,6 +522,7 @@ impl State {
         self.outbound.set_cap(cfg.max_outbound_requests);
         self.inflight.set_cap(cfg.max_inflight_ranges);
         self.insight_seqs.set_cap(cfg.max_insight_seqs);
+        self.ptree.set_config(cfg.tree.clone());
         self.cfg = cfg;
     }
 
@@ -543,6 +571,60 @@ impl State {
                 let s = info.targets.entry(t.origin).or_insert(0);
                 *s = (*s).max(t.seq);
             }
+        }
+    }
+}
+
+// ---- the record tree (exchange/src/tree.rs) ---------------------------------
+
+impl State {
+    /// Run the tree and turn what it asks for into outputs.
+    pub(crate) fn tree_in(&mut self, input: crate::tree::TreeIn, now: f64) {
+        use crate::tree::TreeOut;
+        for o in self.ptree.handle(input, now) {
+            match o {
+                TreeOut::Send { to, msg } => self.out.push(Output::Tree { peer: to, msg }),
+                TreeOut::Schedule { at } => self.schedule(at, Timer::Tree),
+                TreeOut::Deliver {
+                    from, id, record, ..
+                } => {
+                    self.counters.gossip_records_received += 1;
+                    self.ingest(vec![record], Via::Tree { peer: from, id }, now);
+                }
+            }
+        }
+    }
+
+    fn on_tree(
+        &mut self,
+        peer: PeerId,
+        msg: Result<crate::tree::TreeMsg, crate::tree::TreeError>,
+        now: f64,
+    ) {
+        if !self.cfg.tree.enabled || !self.peers.contains_key(&peer) {
+            return;
+        }
+        match msg {
+            Ok(msg) => self.tree_in(crate::tree::TreeIn::Message { from: peer, msg }, now),
+            Err(e) => {
+                self.charge(peer, ReputationEvent::DecodeError, 1, now);
+                self.emit(Event::PatternRejected {
+                    peer: Some(peer),
+                    reason: match e {
+                        crate::tree::TreeError::Codec(_) => "malformed_tree_message",
+                    },
+                });
+            }
+        }
+    }
+
+    pub(crate) fn tree_verdict(&mut self, id: ContentHash, accept: bool, now: f64) {
+        self.tree_in(crate::tree::TreeIn::Verdict { id, accept }, now);
+    }
+
+    pub(crate) fn tree_have(&mut self, id: ContentHash, now: f64) {
+        if self.cfg.tree.enabled {
+            self.tree_in(crate::tree::TreeIn::Have(id), now);
         }
     }
 }

@@ -163,6 +163,8 @@ impl Actor {
             }
             Output::Schedule { at, timer } => self.schedule(at, timer),
             Output::Event(e) => self.on_core_event(e),
+            // the node runs records over gossipsub (core.tree is off): no tree messages
+            Output::Tree { .. } => {}
         }
     }
 

@@ -5,7 +5,8 @@
 //! `cargo run --release -p metamesh-simulations --bin propagation -- --nodes 1000 --json`
 
 use clap::Parser;
-use metamesh_simulations::net::{run, Gossipsub, NetConfig, Plumtree};
+use metamesh_exchange::tree::TreeConfig;
+use metamesh_simulations::net::{run, Gossipsub, NetConfig};
 
 #[derive(Parser, Debug)]
 #[command(about = "Simulate record propagation over N exchange cores")]
@@ -71,15 +72,33 @@ struct Args {
     /// Core: minimum seconds between digest announcements while the digest changes.
     #[arg(long, default_value_t = 5.0)]
     announce_interval: f64,
-    /// Records over Plumtree (eager tree + lazy ids) instead of gossipsub: a design, not the node.
+    /// Records over the core's Plumtree push (exchange/src/tree.rs) instead of gossipsub.
     #[arg(long)]
-    plumtree: bool,
-    /// Plumtree: lazy peers told each new record id.
-    #[arg(long, default_value_t = 2)]
-    pt_lazy: usize,
-    /// Plumtree: wait for the record this long after its id before GRAFT, ms.
-    #[arg(long, default_value_t = 300)]
-    pt_graft_timeout_ms: u64,
+    tree: bool,
+    /// Tree: neighbours asked for (active view target).
+    #[arg(long, default_value_t = TreeConfig::default().active_target)]
+    tree_active: usize,
+    /// Tree: most neighbours.
+    #[arg(long, default_value_t = TreeConfig::default().active_max)]
+    tree_active_max: usize,
+    /// Tree: ids to lazy neighbours are batched this long, ms.
+    #[arg(long, default_value_t = 1000.0 * TreeConfig::default().ihave_delay_secs)]
+    tree_ihave_ms: f64,
+    /// Tree: wait this long after an id before GRAFT, ms.
+    #[arg(long, default_value_t = 1000.0 * TreeConfig::default().graft_timeout_secs)]
+    tree_graft_ms: f64,
+    /// Tree: swap an eager link for a lazy one announcing this many hops earlier (0: off).
+    #[arg(long, default_value_t = TreeConfig::default().optimize_hops)]
+    tree_optimize_hops: u16,
+    /// Tree: prune a neighbour after this many more duplicates than first copies.
+    #[arg(long, default_value_t = TreeConfig::default().prune_after)]
+    tree_prune_after: i32,
+    /// Tree: only one record in N (by hash) moves link scores.
+    #[arg(long, default_value_t = TreeConfig::default().shape_one_in)]
+    tree_shape_one_in: u8,
+    /// Tree: own records also go in full to this many connected peers outside the tree.
+    #[arg(long, default_value_t = TreeConfig::default().publish_extra)]
+    tree_publish_extra: usize,
     /// Connections each node dials.
     #[arg(long, default_value_t = 8)]
     dial: usize,
@@ -144,12 +163,19 @@ fn main() -> anyhow::Result<()> {
         gossipsub,
         core: metamesh_exchange::Config {
             announce_interval_secs: a.announce_interval.max(0.1),
+            tree: TreeConfig {
+                enabled: a.tree,
+                active_target: a.tree_active,
+                active_max: a.tree_active_max.max(a.tree_active),
+                ihave_delay_secs: a.tree_ihave_ms.max(0.0) / 1000.0,
+                graft_timeout_secs: a.tree_graft_ms.max(1.0) / 1000.0,
+                optimize_hops: a.tree_optimize_hops,
+                prune_after: a.tree_prune_after.max(1),
+                publish_extra: a.tree_publish_extra,
+                shape_one_in: a.tree_shape_one_in.max(1),
+                ..TreeConfig::default()
+            },
             ..metamesh_exchange::Config::default()
-        },
-        plumtree: Plumtree {
-            enabled: a.plumtree,
-            lazy: a.pt_lazy,
-            graft_timeout_ms: a.pt_graft_timeout_ms.max(1),
         },
         bootstrap: !a.no_bootstrap,
         ..NetConfig::default()

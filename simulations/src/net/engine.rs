@@ -17,7 +17,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{NetConfig, NetReport};
+use metamesh_exchange::tree::{TreeMsg, TreeStats};
+use metamesh_protocol::wire::{GossipMessage, RecordPush, WIRE_VERSION};
+
+use super::{NetConfig, NetReport, TreeReport};
 
 const T0: f64 = testutil::NOW;
 const SEC: u64 = 1_000_000;
@@ -44,6 +47,9 @@ const SIGNED_FIELDS: usize = 40 + 10 + 66;
 fn wire_message(data: usize, signed: bool) -> usize {
     data + 3 + TOPIC_FIELD + if signed { SIGNED_FIELDS } else { 0 }
 }
+
+/// Length prefix of one tree message on its stream.
+const TREE_FRAME: usize = 2;
 
 /// One RPC carrying one message.
 fn wire_publish(data: usize, signed: bool) -> usize {
@@ -78,10 +84,6 @@ struct Router {
     promises: HashMap<ContentHash, u64>,
     /// IHAVE handled per peer in this heartbeat.
     ihave_rx: HashMap<usize, u32>,
-    /// Plumtree: peers we push records to eagerly (the tree), the rest are lazy.
-    eager: HashSet<usize>,
-    /// Plumtree: records announced by a lazy peer and not yet received: id → announcers.
-    missing: HashMap<ContentHash, Vec<usize>>,
 }
 
 struct Shell {
@@ -125,24 +127,6 @@ enum Ev {
         from: usize,
     },
     Prune {
-        to: usize,
-        from: usize,
-    },
-    /// Plumtree: a lazy announcement of one record id.
-    PtIHave {
-        to: usize,
-        from: usize,
-        id: ContentHash,
-    },
-    /// Plumtree: the record was not received in time; ask the announcer and
-    /// make it eager.
-    PtTimeout(usize, ContentHash),
-    PtGraft {
-        to: usize,
-        from: usize,
-        id: ContentHash,
-    },
-    PtPrune {
         to: usize,
         from: usize,
     },
@@ -215,6 +199,8 @@ struct Sim {
     records: HashMap<ContentHash, (u64, usize, Option<u64>)>,
     records_done: usize,
     record_push_bytes: Vec<usize>,
+    /// Records whose first tree push was measured.
+    pushed: HashSet<ContentHash>,
     total_records: usize,
     stayers: usize,
     heal_at: Option<u64>,
@@ -236,9 +222,6 @@ fn ev_name(e: &Ev) -> String {
         Ev::Graft { .. } => "graft".into(),
         Ev::Prune { .. } => "prune".into(),
         Ev::Heartbeat(_) => "heartbeat".into(),
-        Ev::PtIHave { .. } | Ev::PtTimeout(..) | Ev::PtGraft { .. } | Ev::PtPrune { .. } => {
-            "plumtree".into()
-        }
         _ => "other".into(),
     }
 }
@@ -310,6 +293,7 @@ impl Sim {
             records: HashMap::new(),
             records_done: 0,
             record_push_bytes: vec![],
+            pushed: HashSet::new(),
             total_records: 0,
             stayers: 0,
             heal_at: None,
@@ -438,9 +422,6 @@ impl Sim {
     }
 
     fn connect_at(&mut self, t: u64, a: usize, b: usize) {
-        // Plumtree: a new neighbour starts in the eager set
-        self.nodes[a].gs.eager.insert(b);
-        self.nodes[b].gs.eager.insert(a);
         let (pa, pb) = (self.peers[a], self.peers[b]);
         let outbound = self.nodes[a].gs.outbound.contains(&b);
         self.at(
@@ -473,8 +454,6 @@ impl Sim {
         );
         self.nodes[a].gs.mesh.retain(|&j| j != b);
         self.nodes[b].gs.mesh.retain(|&j| j != a);
-        self.nodes[a].gs.eager.remove(&b);
-        self.nodes[b].gs.eager.remove(&a);
     }
 
     fn run_until(&mut self, end: u64) {
@@ -563,51 +542,6 @@ impl Sim {
                     let gs = &mut self.nodes[to].gs;
                     gs.mesh.retain(|&j| j != from);
                     gs.backoff.insert(from, until);
-                }
-            }
-            Ev::PtIHave { to, from, id } => {
-                if !self.link_ok(to, from) || self.nodes[to].gs.dup.contains(&id) {
-                    return;
-                }
-                let m = self.nodes[to].gs.missing.entry(id).or_default();
-                m.push(from);
-                if m.len() == 1 {
-                    let t = self.now + self.cfg.plumtree.graft_timeout_ms * 1000;
-                    self.at(t, Ev::PtTimeout(to, id));
-                }
-            }
-            Ev::PtTimeout(i, id) => {
-                if !self.nodes[i].online || self.nodes[i].gs.dup.contains(&id) {
-                    return;
-                }
-                let Some(m) = self.nodes[i].gs.missing.get_mut(&id) else {
-                    return;
-                };
-                if m.is_empty() {
-                    return;
-                }
-                let j = m.remove(0);
-                if !m.is_empty() {
-                    let t = self.now + self.cfg.plumtree.graft_timeout_ms * 1000;
-                    self.at(t, Ev::PtTimeout(i, id));
-                }
-                if self.link_ok(i, j) {
-                    self.nodes[i].gs.eager.insert(j);
-                    let ev = Ev::PtGraft { to: j, from: i, id };
-                    self.send_control(i, j, wire_control(1, true), ev);
-                }
-            }
-            Ev::PtGraft { to, from, id } => {
-                if self.link_ok(to, from) {
-                    self.nodes[to].gs.eager.insert(from);
-                    if self.nodes[to].gs.dup.contains(&id) {
-                        self.send_full(to, from, id);
-                    }
-                }
-            }
-            Ev::PtPrune { to, from } => {
-                if self.link_ok(to, from) {
-                    self.nodes[to].gs.eager.remove(&from);
                 }
             }
             Ev::Heartbeat(i) => self.heartbeat(i),
@@ -926,19 +860,8 @@ impl Sim {
             return;
         };
         let (topic, data, author) = (m.topic, m.data.clone(), m.author);
-        let tree = self.cfg.plumtree.enabled && topic == Topic::Records;
         if self.nodes[to].gs.dup.contains(&hash) {
-            if tree && self.nodes[to].gs.eager.remove(&from) {
-                // a second copy over a tree edge: that edge becomes lazy
-                let ev = Ev::PtPrune { to: from, from: to };
-                self.send_control(to, from, wire_graft_prune(true), ev);
-            }
             return;
-        }
-        if tree {
-            let gs = &mut self.nodes[to].gs;
-            gs.eager.insert(from);
-            gs.missing.remove(&hash);
         }
         let p = &self.cfg.gossipsub;
         let signed = p.signed;
@@ -976,11 +899,8 @@ impl Sim {
         let Some(m) = self.msgs.get(&hash) else {
             return;
         };
-        let (author, topic) = (m.author, m.topic);
+        let author = m.author;
         let signed = self.cfg.gossipsub.signed;
-        if topic == Topic::Records && self.cfg.plumtree.enabled {
-            return self.tree_push(i, hash, Some(from));
-        }
         if let Some(w) = self.nodes[i].gs.mcache.front_mut() {
             w.push(hash);
         }
@@ -992,31 +912,6 @@ impl Sim {
                 continue;
             }
             self.send_full(i, j, hash);
-        }
-    }
-
-    /// Plumtree: the record to every eager peer, its id to `lazy` random lazy peers.
-    fn tree_push(&mut self, i: usize, hash: ContentHash, from: Option<usize>) {
-        let connected = self.connected(i);
-        let mut lazy = Vec::new();
-        for j in connected {
-            if Some(j) == from {
-                continue;
-            }
-            if self.nodes[i].gs.eager.contains(&j) {
-                self.send_full(i, j, hash);
-            } else {
-                lazy.push(j);
-            }
-        }
-        lazy.shuffle(&mut self.rng);
-        for j in lazy.into_iter().take(self.cfg.plumtree.lazy) {
-            let ev = Ev::PtIHave {
-                to: j,
-                from: i,
-                id: hash,
-            };
-            self.send_control(i, j, wire_control(1, true), ev);
         }
     }
 
@@ -1036,9 +931,6 @@ impl Sim {
             },
         );
         self.nodes[i].gs.dup.insert(hash);
-        if topic == Topic::Records && self.cfg.plumtree.enabled {
-            return self.tree_push(i, hash, None);
-        }
         if let Some(w) = self.nodes[i].gs.mcache.front_mut() {
             w.push(hash);
         }
@@ -1194,6 +1086,73 @@ impl Sim {
                 self.accepted(i, hash, local)
             }
             Output::Event(_) => {}
+            Output::Tree { peer, msg } => self.send_tree(i, peer, msg),
+        }
+    }
+
+    /// A tree message on the link `i → peer` (a stream: length-prefixed CBOR).
+    fn send_tree(&mut self, i: usize, peer: PeerId, msg: TreeMsg) {
+        let Some(j) = self.ids.get(&peer).copied() else {
+            return;
+        };
+        if !self.link_ok(i, j) {
+            return;
+        }
+        let bytes = msg.encode();
+        let wire = (bytes.len() + TREE_FRAME) as u64;
+        if let TreeMsg::Push { record, hops } = &msg {
+            if *hops == 1 && self.pushed.insert(record.content_hash()) {
+                // the record's size, as gossipsub's records topic carries it
+                let push = GossipMessage::RecordPush(RecordPush {
+                    v: WIRE_VERSION,
+                    record: record.clone(),
+                });
+                self.record_push_bytes.push(push.encode().len());
+            }
+            if self.measuring {
+                self.bytes.gossip += wire;
+                self.bytes.copies += 1;
+            }
+        } else if self.measuring {
+            self.bytes.control += wire;
+        }
+        if self.lost() {
+            return;
+        }
+        let me = self.peers[i];
+        let t = self.now + self.latency();
+        let msg = TreeMsg::decode(&bytes);
+        self.at(t, Ev::Input(j, Box::new(Input::Tree { peer: me, msg })));
+    }
+
+    fn tree_report(&self) -> TreeReport {
+        let on: Vec<&Shell> = self.nodes[..self.cfg.nodes]
+            .iter()
+            .filter(|s| s.online)
+            .collect();
+        let n = on.len().max(1) as f64;
+        let mut stats = TreeStats::default();
+        let (mut active, mut eager) = (0usize, 0usize);
+        for s in &on {
+            let t = s.state.tree_stats();
+            stats.pushes_received += t.pushes_received;
+            stats.duplicates += t.duplicates;
+            stats.prunes_sent += t.prunes_sent;
+            stats.grafts_sent += t.grafts_sent;
+            stats.optimisations += t.optimisations;
+            stats.ihave_ids_sent += t.ihave_ids_sent;
+            for (_, e) in s.state.tree_neighbours() {
+                active += 1;
+                eager += usize::from(e);
+            }
+        }
+        let on_tree = self.cfg.core.tree.enabled;
+        TreeReport {
+            records: if on_tree { "tree" } else { "gossipsub" },
+            config: on_tree.then(|| self.cfg.core.tree.clone()),
+            active_mean: active as f64 / n,
+            eager_mean: eager as f64 / n,
+            stats,
         }
     }
 
@@ -1348,7 +1307,7 @@ impl Sim {
             events: self.events,
             wall_s,
             gossipsub: self.cfg.gossipsub.clone(),
-            plumtree: self.cfg.plumtree.clone(),
+            tree: self.tree_report(),
         }
     }
 }

@@ -107,19 +107,16 @@ impl Default for Gossipsub {
     }
 }
 
-/// An alternative to gossipsub for the records topic (not what the node runs):
-/// Plumtree (Leitão et al. 2007; iroh-gossip's eager/lazy split). Records go
-/// in full to eager peers only; a duplicate over an eager edge PRUNEs it to
-/// lazy, so the eager edges become a spanning tree; each node also sends the
-/// record's id to `lazy` random lazy peers, and a node that hears of an id
-/// but not the record within `graft_timeout_ms` GRAFTs the announcer (which
-/// sends it and becomes eager). Announcements stay on the gossipsub model.
+/// What the record tree did (sums over all nodes; `records` says which push ran).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Plumtree {
-    pub enabled: bool,
-    /// Lazy peers told each new record id (one 34-byte id per message).
-    pub lazy: usize,
-    pub graft_timeout_ms: u64,
+pub struct TreeReport {
+    /// `"tree"`: records over the core's Plumtree (`core.tree.enabled`); `"gossipsub"`: the records topic.
+    pub records: &'static str,
+    pub config: Option<metamesh_exchange::tree::TreeConfig>,
+    /// Mean tree neighbours and eager links per online node at the end.
+    pub active_mean: f64,
+    pub eager_mean: f64,
+    pub stats: metamesh_exchange::tree::TreeStats,
 }
 
 /// Simulation parameters (the `propagation` binary's flags).
@@ -148,10 +145,9 @@ pub struct NetConfig {
     pub jitter_ms: f64,
     /// The gossipsub router's parameters.
     pub gossipsub: Gossipsub,
-    /// The exchange core's configuration (every node).
+    /// The exchange core's configuration (every node); `core.tree.enabled`
+    /// pushes records over the core's Plumtree instead of gossipsub.
     pub core: metamesh_exchange::Config,
-    /// Records over Plumtree instead of gossipsub (a design, not the node).
-    pub plumtree: Plumtree,
     /// Join a fresh node at the end and time its bootstrap.
     pub bootstrap: bool,
 }
@@ -172,7 +168,6 @@ impl Default for NetConfig {
             jitter_ms: 50.0,
             gossipsub: Gossipsub::default(),
             core: metamesh_exchange::Config::default(),
-            plumtree: Plumtree::default(),
             bootstrap: true,
         }
     }
@@ -231,8 +226,8 @@ pub struct NetReport {
     pub wall_s: f64,
     /// The gossipsub parameters of the run.
     pub gossipsub: Gossipsub,
-    /// Plumtree for records (`enabled: false`: records over gossipsub, as the node).
-    pub plumtree: Plumtree,
+    /// The record push: gossipsub or the core's tree, and the tree's figures.
+    pub tree: TreeReport,
 }
 
 #[cfg(test)]
@@ -264,6 +259,29 @@ mod tests {
             (a.p50_ms, a.p99_ms, a.bytes_per_pattern, a.events),
             (b.p50_ms, b.p99_ms, b.bytes_per_pattern, b.events)
         );
+    }
+
+    #[test]
+    fn records_over_the_core_tree_reach_everyone_also_with_loss_and_churn() {
+        let mut core = metamesh_exchange::Config::default();
+        core.tree.enabled = true;
+        let t = run(NetConfig {
+            core: core.clone(),
+            bootstrap: false,
+            ..small(6)
+        });
+        assert_eq!(t.delivered_fraction, 1.0, "{t:?}");
+        assert_eq!(t.tree.records, "tree");
+        assert!(t.tree.stats.pushes_received > 0, "{t:?}");
+        assert!(t.tree.active_mean > 1.0, "{t:?}");
+        let c = run(NetConfig {
+            core,
+            loss: 0.05,
+            churn: 0.1,
+            bootstrap: false,
+            ..small(7)
+        });
+        assert_eq!(c.delivered_fraction, 1.0, "{c:?}");
     }
 
     #[test]
