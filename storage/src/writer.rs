@@ -210,7 +210,9 @@ fn run(store: Store, rx: Receiver<Staged>, max: usize, stats: &WriterStats) {
         let (work, replies): (Vec<Work>, Vec<Reply>) =
             jobs.into_iter().map(|j| (j.work, j.reply)).unzip();
         let results = store.write_work(work);
-        let flushed = store.flush().map_err(|e| e.to_string());
+        // Keep the failure's kind (a full disk must stay a full disk for
+        // the node's health check), not only its text.
+        let flushed = store.flush().map_err(|e| (io_kind(&e), e.to_string()));
         stats.groups.fetch_add(1, Ordering::Relaxed);
         stats
             .jobs
@@ -218,12 +220,21 @@ fn run(store: Store, rx: Receiver<Staged>, max: usize, stats: &WriterStats) {
         stats.records.fetch_add(n as u64, Ordering::Relaxed);
         for (r, reply) in results.into_iter().zip(replies) {
             let r = match (&flushed, r) {
-                (Err(e), Ok(_)) => Err(StoreError::Io(std::io::Error::other(format!(
-                    "flush failed: {e}"
-                )))),
+                (Err((kind, e)), Ok(_)) => Err(StoreError::Io(std::io::Error::new(
+                    *kind,
+                    format!("flush failed: {e}"),
+                ))),
                 (_, r) => r,
             };
             reply(r);
         }
+    }
+}
+
+/// The I/O error kind behind a store error (`Other` when there is none).
+fn io_kind(e: &StoreError) -> std::io::ErrorKind {
+    match e {
+        StoreError::Io(io) | StoreError::Sled(sled::Error::Io(io)) => io.kind(),
+        _ => std::io::ErrorKind::Other,
     }
 }

@@ -194,6 +194,8 @@ pub(crate) fn probe(sh: &Shared) -> Result<(), StoreError> {
         .put_peer_addrs(&sh.peer_id, &[])
         .and_then(|()| sh.store.flush());
     if let Err(e) = &r {
+        // The probe's own failure says what is wrong now (e.g. full, not broken).
+        sh.health.note(e);
         if let Some(free) = broken_with_room(e, sh.store.path(), REOPEN_FREE_BYTES) {
             sh.health.want_reopen(free, e);
         }
