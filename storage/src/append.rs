@@ -296,17 +296,7 @@ mod tests {
     use crate::store::{AppendOutcome, StoreConfig};
     use crate::write::Outcomes;
 
-    fn pattern(i: u64) -> Pattern {
-        Pattern::from_json_value(
-            serde_json::json!({
-                "pattern_id": format!("p{i}"), "node_id": "n", "timestamp": 1_700_000_000.0,
-                "platform": "t", "depth_used": "deep", "mode": "m",
-                "quality_achieved": 0.5, "success": true, "atp_before": 1.0, "atp_after": 0.5
-            }),
-            None,
-        )
-        .unwrap()
-    }
+    use crate::testutil::pattern;
 
     fn batch(from: u64, n: u64) -> Vec<(Pattern, Option<[u8; 32]>)> {
         (from..from + n)

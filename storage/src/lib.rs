@@ -18,6 +18,8 @@ mod packing;
 mod read;
 pub mod recovery;
 pub mod store;
+#[cfg(test)]
+mod testutil;
 pub mod verify;
 mod write;
 pub mod writer;

@@ -88,19 +88,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use libp2p_identity::Keypair;
-    use metamesh_protocol::schema::Pattern;
 
-    fn pattern(i: u64) -> Pattern {
-        Pattern::from_json_value(
-            serde_json::json!({
-                "pattern_id": format!("p{i}"), "node_id": "n", "timestamp": 1_700_000_000.0,
-                "platform": "t", "depth_used": "deep", "mode": "m",
-                "quality_achieved": 0.5, "success": true, "atp_before": 1.0, "atp_after": 0.5
-            }),
-            None,
-        )
-        .unwrap()
-    }
+    use crate::testutil::pattern;
 
     #[test]
     fn parallel_verification_keeps_order_and_finds_the_bad_ones() {
