@@ -1,4 +1,5 @@
 //! Fixtures shared by the crate's unit tests.
+#![allow(clippy::unwrap_used)]
 
 use metamesh_protocol::schema::Pattern;
 
