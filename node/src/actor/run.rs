@@ -21,8 +21,8 @@ use metamesh_exchange::io::{
     Gossip, InboundId, Input, MsgId, Priority, RequestId, SubmitError, Timer,
 };
 use metamesh_exchange::{State, SubmittedRecord, Topic};
-use metamesh_protocol::sync::SyncResponse;
 use metamesh_protocol::codec::CodecError;
+use metamesh_protocol::sync::SyncResponse;
 use metamesh_protocol::wire::WireError;
 use metamesh_protocol::Depth;
 use tokio::sync::{mpsc, oneshot};
