@@ -43,6 +43,9 @@ pub struct WriterConfig {
     pub queue: usize,
     /// A group closes once it holds this many records (more queued wait for the next).
     pub max_group_records: usize,
+    /// Of those, bulk records at most: an urgent job that arrives while a
+    /// group is written waits for no more than this much bulk work.
+    pub max_bulk_group_records: usize,
 }
 
 impl Default for WriterConfig {
@@ -50,6 +53,7 @@ impl Default for WriterConfig {
         WriterConfig {
             queue: 1024,
             max_group_records: crate::store::MAX_BATCH,
+            max_bulk_group_records: 64,
         }
     }
 }
@@ -78,6 +82,7 @@ struct Staged {
     work: Work,
     records: usize,
     reply: Reply,
+    lane: Urgency,
 }
 
 /// Counters of the writer thread.
@@ -189,7 +194,10 @@ impl Writer {
         let (stx, srx) = lanes(cfg.queue.max(1));
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
-        let max = cfg.max_group_records.max(1);
+        let max = (
+            cfg.max_group_records.max(1),
+            cfg.max_bulk_group_records.max(1),
+        );
         let signer_store = store.clone();
         let signer = std::thread::Builder::new()
             .name("metamesh-signer".into())
@@ -295,6 +303,7 @@ fn prepare(
             records: batch.len(),
             work: store.to_work(key, batch),
             reply,
+            lane,
         };
         if tx.get(lane).send(staged).is_err() {
             break;
@@ -302,21 +311,29 @@ fn prepare(
     }
 }
 
-/// The writer thread: take what is prepared (urgent first, up to `max`
-/// records) as one group, store it as one atomic batch, flush, then
-/// acknowledge.
-fn run(store: Store, rx: Lanes<LaneRx<Staged>>, max: usize, stats: &WriterStats) {
+/// The writer thread: take what is prepared (urgent first, up to `max.0`
+/// records of which `max.1` bulk) as one group, store it as one atomic
+/// batch, flush, then acknowledge.
+fn run(store: Store, rx: Lanes<LaneRx<Staged>>, max: (usize, usize), stats: &WriterStats) {
+    let (max, max_bulk) = max;
     while let Some(first) = rx.next() {
         let mut n = first.records;
+        let mut bulk = if first.lane == Urgency::Bulk { n } else { 0 };
         let mut jobs = vec![first];
         while n < max {
-            match rx.try_next() {
-                Some(j) => {
-                    n += j.records;
-                    jobs.push(j);
-                }
-                None => break,
-            }
+            let j = match rx.urgent.try_recv() {
+                Ok(j) => j,
+                Err(_) if bulk < max_bulk => match rx.bulk.try_recv() {
+                    Ok(j) => {
+                        bulk += j.records;
+                        j
+                    }
+                    Err(_) => break,
+                },
+                Err(_) => break,
+            };
+            n += j.records;
+            jobs.push(j);
         }
         let (work, replies): (Vec<Work>, Vec<Reply>) =
             jobs.into_iter().map(|j| (j.work, j.reply)).unzip();

@@ -40,6 +40,7 @@ fn an_urgent_write_overtakes_a_bulk_backlog() {
     let cfg = WriterConfig {
         queue: 1024,
         max_group_records: 1,
+        max_bulk_group_records: 1,
     };
     let w = Writer::start(store.clone(), None, cfg).unwrap();
     let flood = Keypair::generate_ed25519();
@@ -108,4 +109,53 @@ fn an_urgent_write_overtakes_a_bulk_backlog() {
         "every write of both lanes stored"
     );
     assert_eq!(store.frontier()[&flood.public().to_peer_id()], BULK);
+}
+
+#[test]
+fn bulk_work_is_written_in_small_groups() {
+    const BULK: u64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), &StoreConfig::default()).unwrap();
+    let cfg = WriterConfig {
+        max_bulk_group_records: 16,
+        ..WriterConfig::default()
+    };
+    let w = Writer::start(store.clone(), None, cfg).unwrap();
+    let k = Keypair::generate_ed25519();
+    // Hold the writer while the backlog queues (see above).
+    let (started_tx, started) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    w.submit_with_in(
+        Urgency::Bulk,
+        insert(&k, 1),
+        Box::new(move |r| {
+            r.unwrap();
+            started_tx.send(()).unwrap();
+            released.recv().unwrap();
+        }),
+    )
+    .unwrap();
+    started.recv().unwrap();
+    let tickets: Vec<_> = (2..=BULK)
+        .map(|seq| {
+            let (tx, rx) = mpsc::channel();
+            w.submit_with_in(
+                Urgency::Bulk,
+                insert(&k, seq),
+                Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+            )
+            .unwrap();
+            rx
+        })
+        .collect();
+    release.send(()).unwrap();
+    assert!(tickets.into_iter().all(|t| t.recv().unwrap()));
+    let groups = w.stats().groups.load(std::sync::atomic::Ordering::Relaxed);
+    // One group would do for the whole backlog; bulk groups hold 16 at most.
+    assert!(
+        groups > BULK / 16,
+        "{groups} groups for {BULK} bulk records"
+    );
+    w.shutdown();
+    assert_eq!(store.pattern_count(), BULK);
 }
