@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{self as channel, Receiver as LaneRx, Sender as LaneTx};
 use libp2p_identity::Keypair;
@@ -46,6 +47,11 @@ pub struct WriterConfig {
     /// Of those, bulk records at most: an urgent job that arrives while a
     /// group is written waits for no more than this much bulk work.
     pub max_bulk_group_records: usize,
+    /// A group of bulk work only waits this long for an urgent job (which
+    /// then joins it) before it is written: the writer is then idle, not
+    /// mid-flush, for most of the time a bulk backlog lasts, so an urgent
+    /// job rarely waits for a bulk flush (issue 12's flood).
+    pub bulk_linger: Duration,
 }
 
 impl Default for WriterConfig {
@@ -54,6 +60,7 @@ impl Default for WriterConfig {
             queue: 1024,
             max_group_records: crate::store::MAX_BATCH,
             max_bulk_group_records: 64,
+            bulk_linger: Duration::from_millis(5),
         }
     }
 }
@@ -194,17 +201,18 @@ impl Writer {
         let (stx, srx) = lanes(cfg.queue.max(1));
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
-        let max = (
-            cfg.max_group_records.max(1),
-            cfg.max_bulk_group_records.max(1),
-        );
+        let limits = Limits {
+            max: cfg.max_group_records.max(1),
+            max_bulk: cfg.max_bulk_group_records.max(1),
+            linger: cfg.bulk_linger,
+        };
         let signer_store = store.clone();
         let signer = std::thread::Builder::new()
             .name("metamesh-signer".into())
             .spawn(move || prepare(&signer_store, key.as_ref(), rx, stx))?;
         let writer = std::thread::Builder::new()
             .name("metamesh-writer".into())
-            .spawn(move || run(store, srx, max, &st))?;
+            .spawn(move || run(store, srx, limits, &st))?;
         Ok(Writer {
             tx,
             stats,
@@ -311,15 +319,35 @@ fn prepare(
     }
 }
 
-/// The writer thread: take what is prepared (urgent first, up to `max.0`
-/// records of which `max.1` bulk) as one group, store it as one atomic
-/// batch, flush, then acknowledge.
-fn run(store: Store, rx: Lanes<LaneRx<Staged>>, max: (usize, usize), stats: &WriterStats) {
-    let (max, max_bulk) = max;
+/// How the writer thread forms groups (from [`WriterConfig`]).
+#[derive(Clone, Copy)]
+struct Limits {
+    max: usize,
+    max_bulk: usize,
+    linger: Duration,
+}
+
+/// The writer thread: take what is prepared (urgent first, up to `max`
+/// records of which `max_bulk` bulk; a bulk-only group lingers for an
+/// urgent job) as one group, store it as one atomic batch, flush, then
+/// acknowledge.
+fn run(store: Store, rx: Lanes<LaneRx<Staged>>, limits: Limits, stats: &WriterStats) {
+    let Limits {
+        max,
+        max_bulk,
+        linger,
+    } = limits;
     while let Some(first) = rx.next() {
         let mut n = first.records;
         let mut bulk = if first.lane == Urgency::Bulk { n } else { 0 };
         let mut jobs = vec![first];
+        if bulk > 0 && !linger.is_zero() {
+            // (a closed lane returns at once: the group is written as is)
+            if let Ok(j) = rx.urgent.recv_timeout(linger) {
+                n += j.records;
+                jobs.push(j);
+            }
+        }
         while n < max {
             let j = match rx.urgent.try_recv() {
                 Ok(j) => j,

@@ -41,6 +41,7 @@ fn an_urgent_write_overtakes_a_bulk_backlog() {
         queue: 1024,
         max_group_records: 1,
         max_bulk_group_records: 1,
+        bulk_linger: std::time::Duration::ZERO,
     };
     let w = Writer::start(store.clone(), None, cfg).unwrap();
     let flood = Keypair::generate_ed25519();
@@ -118,6 +119,7 @@ fn bulk_work_is_written_in_small_groups() {
     let store = Store::open(&dir.path().join("store"), &StoreConfig::default()).unwrap();
     let cfg = WriterConfig {
         max_bulk_group_records: 16,
+        bulk_linger: std::time::Duration::ZERO,
         ..WriterConfig::default()
     };
     let w = Writer::start(store.clone(), None, cfg).unwrap();
@@ -158,4 +160,35 @@ fn bulk_work_is_written_in_small_groups() {
     );
     w.shutdown();
     assert_eq!(store.pattern_count(), BULK);
+}
+
+#[test]
+fn an_urgent_write_joins_a_lingering_bulk_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), &StoreConfig::default()).unwrap();
+    // A long linger: the bulk job waits for the urgent one, which joins it.
+    let cfg = WriterConfig {
+        bulk_linger: std::time::Duration::from_secs(30),
+        ..WriterConfig::default()
+    };
+    let w = Writer::start(store.clone(), None, cfg).unwrap();
+    let (flood, own) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (tx, bulk_done) = mpsc::channel();
+    w.submit_with_in(
+        Urgency::Bulk,
+        insert(&flood, 1),
+        Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    w.submit(insert(&own, 1)).unwrap();
+    assert!(bulk_done.recv().unwrap());
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // FIFO, or no linger, would write the bulk job first: two flushes.
+    assert_eq!(
+        w.stats().groups.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    w.shutdown();
+    assert_eq!(store.pattern_count(), 2);
 }
