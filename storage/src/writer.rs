@@ -14,14 +14,23 @@
 //! and stores and flushes it. So group k+1 is signed while group k is
 //! written and flushed.
 //!
-//! Both queues are bounded ([`WriterConfig::queue`] jobs each): a full queue
-//! blocks submitters (backpressure), it never grows without bound.
+//! Two lanes ([`Urgency`]): each stage takes every waiting urgent job before
+//! any bulk one, and a group is filled with urgent work first, so a write
+//! someone is waiting on (a local POST, a record of an established origin)
+//! is never queued behind a flood of bulk writes — it waits for at most the
+//! group being flushed (issue 12's flood test). Within a lane, order is kept
+//! (own appends are signed and stored in submission order).
+//!
+//! Every queue is bounded ([`WriterConfig::queue`] jobs per lane and stage):
+//! a full queue blocks submitters (backpressure), it never grows without bound.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use crossbeam_channel::{self as channel, Receiver as LaneRx, Sender as LaneTx};
 use libp2p_identity::Keypair;
 
 use crate::append::Work;
@@ -35,6 +44,14 @@ pub struct WriterConfig {
     pub queue: usize,
     /// A group closes once it holds this many records (more queued wait for the next).
     pub max_group_records: usize,
+    /// Of those, bulk records at most: an urgent job that arrives while a
+    /// group is written waits for no more than this much bulk work.
+    pub max_bulk_group_records: usize,
+    /// A group of bulk work only waits this long for an urgent job (which
+    /// then joins it) before it is written: the writer is then idle, not
+    /// mid-flush, for most of the time a bulk backlog lasts, so an urgent
+    /// job rarely waits for a bulk flush (issue 12's flood).
+    pub bulk_linger: Duration,
 }
 
 impl Default for WriterConfig {
@@ -42,8 +59,20 @@ impl Default for WriterConfig {
         WriterConfig {
             queue: 1024,
             max_group_records: crate::store::MAX_BATCH,
+            max_bulk_group_records: 64,
+            bulk_linger: Duration::from_millis(5),
         }
     }
+}
+
+/// Which lane a submission takes: urgent jobs are signed, grouped and
+/// flushed before any bulk job that is still waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Urgency {
+    /// Someone waits on it (our own records, established peers' records).
+    Urgent,
+    /// Everything else (newcomers' records, a flood).
+    Bulk,
 }
 
 /// The result of one submission, delivered after its group's flush.
@@ -52,6 +81,7 @@ pub type Reply = Box<dyn FnOnce(Result<Outcomes, StoreError>) + Send>;
 struct Job {
     batch: Batch,
     reply: Reply,
+    lane: Urgency,
 }
 
 /// A job the signer has prepared, on its way to the writer thread.
@@ -59,6 +89,7 @@ struct Staged {
     work: Work,
     records: usize,
     reply: Reply,
+    lane: Urgency,
 }
 
 /// Counters of the writer thread.
@@ -75,7 +106,7 @@ pub struct WriterStats {
 /// A cloneable handle to the store's writer thread.
 #[derive(Clone)]
 pub struct Writer {
-    tx: SyncSender<Job>,
+    tx: Lanes<LaneTx<Job>>,
     stats: Arc<WriterStats>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -85,6 +116,72 @@ impl std::fmt::Debug for Writer {
         f.debug_struct("Writer")
             .field("stats", &self.stats)
             .finish()
+    }
+}
+
+/// One value per lane.
+#[derive(Clone)]
+struct Lanes<T> {
+    urgent: T,
+    bulk: T,
+}
+
+impl<T> Lanes<T> {
+    fn get(&self, u: Urgency) -> &T {
+        match u {
+            Urgency::Urgent => &self.urgent,
+            Urgency::Bulk => &self.bulk,
+        }
+    }
+}
+
+/// Two bounded lanes.
+fn lanes<T>(cap: usize) -> (Lanes<LaneTx<T>>, Lanes<LaneRx<T>>) {
+    let (ut, ur) = channel::bounded(cap);
+    let (bt, br) = channel::bounded(cap);
+    (
+        Lanes {
+            urgent: ut,
+            bulk: bt,
+        },
+        Lanes {
+            urgent: ur,
+            bulk: br,
+        },
+    )
+}
+
+impl<T> Lanes<LaneRx<T>> {
+    /// A waiting urgent job, else a waiting bulk one, without blocking.
+    fn try_next(&self) -> Option<T> {
+        self.urgent
+            .try_recv()
+            .ok()
+            .or_else(|| self.bulk.try_recv().ok())
+    }
+
+    /// The next job, urgent first; `None` once both lanes are closed and empty.
+    fn next(&self) -> Option<T> {
+        loop {
+            if let Some(j) = self.try_next() {
+                return Some(j);
+            }
+            // Wake on either lane, then take by priority above. A closed
+            // lane wakes at once: both close together (one `Writer` holds
+            // both senders), so that means stop — after draining the other.
+            let mut sel = channel::Select::new();
+            sel.recv(&self.urgent);
+            sel.recv(&self.bulk);
+            let ready = sel.ready();
+            if let Some(j) = self.try_next() {
+                return Some(j);
+            }
+            // Ready with nothing to take (one consumer): the lane is closed.
+            let lane = if ready == 0 { &self.urgent } else { &self.bulk };
+            if let Err(channel::TryRecvError::Disconnected) = lane.try_recv() {
+                return self.try_next();
+            }
+        }
     }
 }
 
@@ -100,18 +197,22 @@ impl Writer {
         key: Option<Keypair>,
         cfg: WriterConfig,
     ) -> Result<Writer, StoreError> {
-        let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
-        let (stx, srx) = mpsc::sync_channel(cfg.queue.max(1));
+        let (tx, rx) = lanes(cfg.queue.max(1));
+        let (stx, srx) = lanes(cfg.queue.max(1));
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
-        let max = cfg.max_group_records.max(1);
+        let limits = Limits {
+            max: cfg.max_group_records.max(1),
+            max_bulk: cfg.max_bulk_group_records.max(1),
+            linger: cfg.bulk_linger,
+        };
         let signer_store = store.clone();
         let signer = std::thread::Builder::new()
             .name("metamesh-signer".into())
             .spawn(move || prepare(&signer_store, key.as_ref(), rx, stx))?;
         let writer = std::thread::Builder::new()
             .name("metamesh-writer".into())
-            .spawn(move || run(store, srx, max, &st))?;
+            .spawn(move || run(store, srx, limits, &st))?;
         Ok(Writer {
             tx,
             stats,
@@ -119,10 +220,16 @@ impl Writer {
         })
     }
 
-    /// Submit and wait: returns after the flush that made `batch` durable.
+    /// Submit (urgent) and wait: returns after the flush that made `batch` durable.
     pub fn submit(&self, batch: Batch) -> Result<Outcomes, StoreError> {
+        self.submit_in(Urgency::Urgent, batch)
+    }
+
+    /// Submit in `lane` and wait for the flush that made `batch` durable.
+    pub fn submit_in(&self, lane: Urgency, batch: Batch) -> Result<Outcomes, StoreError> {
         let (rtx, rrx) = mpsc::channel();
-        self.submit_with(
+        self.submit_with_in(
+            lane,
             batch,
             Box::new(move |r| {
                 let _ = rtx.send(r);
@@ -131,11 +238,24 @@ impl Writer {
         rrx.recv().map_err(|_| closed())?
     }
 
-    /// Submit without waiting: `reply` runs on the writer thread after the
-    /// flush that covers `batch` (send it into a oneshot channel from async
-    /// code). Blocks only while the queue is full.
+    /// Submit (urgent) without waiting: `reply` runs on the writer thread
+    /// after the flush that covers `batch` (send it into a oneshot channel
+    /// from async code). Blocks only while the queue is full.
     pub fn submit_with(&self, batch: Batch, reply: Reply) -> Result<(), StoreError> {
-        self.tx.send(Job { batch, reply }).map_err(|_| closed())
+        self.submit_with_in(Urgency::Urgent, batch, reply)
+    }
+
+    /// [`Writer::submit_with`] in `lane`.
+    pub fn submit_with_in(
+        &self,
+        lane: Urgency,
+        batch: Batch,
+        reply: Reply,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .get(lane)
+            .send(Job { batch, reply, lane })
+            .map_err(|_| closed())
     }
 
     /// Submit without waiting; [`Ticket::wait`] for the result.
@@ -178,34 +298,70 @@ impl Ticket {
     }
 }
 
-/// The signer thread: prepare each submission in order, pass it on.
-fn prepare(store: &Store, key: Option<&Keypair>, rx: Receiver<Job>, tx: SyncSender<Staged>) {
-    while let Ok(Job { batch, reply }) = rx.recv() {
+/// The signer thread: prepare each submission (urgent ones first, each
+/// lane in order), pass it on in its lane.
+fn prepare(
+    store: &Store,
+    key: Option<&Keypair>,
+    rx: Lanes<LaneRx<Job>>,
+    tx: Lanes<LaneTx<Staged>>,
+) {
+    while let Some(Job { batch, reply, lane }) = rx.next() {
         let staged = Staged {
             records: batch.len(),
             work: store.to_work(key, batch),
             reply,
+            lane,
         };
-        if tx.send(staged).is_err() {
+        if tx.get(lane).send(staged).is_err() {
             break;
         }
     }
 }
 
-/// The writer thread: take everything prepared (up to `max` records) as one
-/// group, store it as one atomic batch, flush, then acknowledge.
-fn run(store: Store, rx: Receiver<Staged>, max: usize, stats: &WriterStats) {
-    while let Ok(first) = rx.recv() {
+/// How the writer thread forms groups (from [`WriterConfig`]).
+#[derive(Clone, Copy)]
+struct Limits {
+    max: usize,
+    max_bulk: usize,
+    linger: Duration,
+}
+
+/// The writer thread: take what is prepared (urgent first, up to `max`
+/// records of which `max_bulk` bulk; a bulk-only group lingers for an
+/// urgent job) as one group, store it as one atomic batch, flush, then
+/// acknowledge.
+fn run(store: Store, rx: Lanes<LaneRx<Staged>>, limits: Limits, stats: &WriterStats) {
+    let Limits {
+        max,
+        max_bulk,
+        linger,
+    } = limits;
+    while let Some(first) = rx.next() {
         let mut n = first.records;
+        let mut bulk = if first.lane == Urgency::Bulk { n } else { 0 };
         let mut jobs = vec![first];
-        while n < max {
-            match rx.try_recv() {
-                Ok(j) => {
-                    n += j.records;
-                    jobs.push(j);
-                }
-                Err(_) => break,
+        if bulk > 0 && !linger.is_zero() {
+            // (a closed lane returns at once: the group is written as is)
+            if let Ok(j) = rx.urgent.recv_timeout(linger) {
+                n += j.records;
+                jobs.push(j);
             }
+        }
+        while n < max {
+            let j = match rx.urgent.try_recv() {
+                Ok(j) => j,
+                Err(_) if bulk < max_bulk => match rx.bulk.try_recv() {
+                    Ok(j) => {
+                        bulk += j.records;
+                        j
+                    }
+                    Err(_) => break,
+                },
+                Err(_) => break,
+            };
+            n += j.records;
+            jobs.push(j);
         }
         let (work, replies): (Vec<Work>, Vec<Reply>) =
             jobs.into_iter().map(|j| (j.work, j.reply)).unzip();

@@ -299,8 +299,11 @@ pub async fn run(opts: &Options) -> Outcome {
         // (its send queue may still be full of the flood: retry)
         let data = push(r);
         let start = Instant::now();
-        while adv.publish(TopicKind::Records, data.clone()).await.is_err() {
-            assert!(start.elapsed() < DEADLINE, "the adversary cannot publish");
+        while let Err(e) = adv.publish(TopicKind::Records, data.clone()).await {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the adversary cannot publish: {e}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -7,6 +7,7 @@ use metamesh_exchange::io::{Acceptance, Event, Input, Output, Priority};
 use metamesh_exchange::serve::{execute as serve_plan, record_bytes};
 use metamesh_exchange::Topic;
 use metamesh_protocol::sync::SyncResponse;
+use metamesh_storage::Urgency;
 
 use super::pool::{Lane, PoolError};
 use super::run::Actor;
@@ -23,6 +24,15 @@ fn topic_kind(t: Topic) -> TopicKind {
         Topic::Records => TopicKind::Records,
         Topic::Announce => TopicKind::Announce,
         Topic::Insights => TopicKind::Insights,
+    }
+}
+
+/// The store writer's lane for a write of `p` (own and established
+/// origins' records before a flood's).
+pub(super) fn urgency(p: Priority) -> Urgency {
+    match p {
+        Priority::Own | Priority::High => Urgency::Urgent,
+        Priority::Low => Urgency::Bulk,
     }
 }
 
@@ -133,7 +143,7 @@ impl Actor {
                         // unhealthy (see `health`); `injected` is its test seam.
                         let r = match sh.health.injected() {
                             Some(e) => Err(e),
-                            None => store_io::persist(&sh.store, &writer, batch),
+                            None => store_io::persist(&sh.store, &writer, batch, urgency(priority)),
                         };
                         r.map_err(|e| {
                             sh.health.note(&e);

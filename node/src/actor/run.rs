@@ -21,6 +21,7 @@ use metamesh_exchange::io::{
     Gossip, InboundId, Input, MsgId, Priority, RequestId, SubmitError, Timer,
 };
 use metamesh_exchange::{State, SubmittedRecord, Topic};
+use metamesh_protocol::codec::CodecError;
 use metamesh_protocol::sync::SyncResponse;
 use metamesh_protocol::wire::WireError;
 use metamesh_protocol::Depth;
@@ -29,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::pool::{Lane, Pool, PoolError};
 use super::{now_secs, Shared, DONE_CHANNEL_CAPACITY};
 use crate::events::NodeEvent;
-use crate::network::{Net, NetEvent, TopicKind};
+use crate::network::{Net, NetError, NetEvent, TopicKind};
 
 /// Something to run on the actor (a handle's command or a job's result).
 pub(crate) type Call = Box<dyn FnOnce(&mut Actor) + Send>;
@@ -367,6 +368,11 @@ impl Actor {
                             response,
                         });
                     }
+                    Err(NetError::Undecodable(reason)) => self.input(Input::Response {
+                        peer,
+                        id: rid,
+                        response: Err(WireError::Codec(CodecError::Invalid(reason))),
+                    }),
                     Err(e) => self.input(Input::RequestFailed {
                         peer,
                         id: rid,

@@ -11,7 +11,9 @@ use metamesh_exchange::serve::RecordSource;
 use metamesh_protocol::record::{verify_resolved, KeyCache, RecordError};
 use metamesh_protocol::wire::{Cursor, RequestFilters};
 use metamesh_protocol::SignedRecord;
-use metamesh_storage::{Batch, Declined, InsertOutcome, Outcomes, Store, StoreError, Writer};
+use metamesh_storage::{
+    Batch, Declined, InsertOutcome, Outcomes, Store, StoreError, Urgency, Writer,
+};
 
 /// The store as the core's [`RecordSource`] (serving plans).
 pub(crate) struct StoreSource<'a>(pub &'a Store);
@@ -52,11 +54,13 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 /// Write a core batch durably (group commit: concurrent batches share one
-/// flush) and report each record's outcome and the touched frontiers.
+/// flush; `lane` says whether it goes before bulk writes) and report each
+/// record's outcome and the touched frontiers.
 pub(crate) fn persist(
     store: &Store,
     writer: &Writer,
     batch: PersistBatch,
+    lane: Urgency,
 ) -> Result<Persisted, StoreError> {
     // Small side tables first: the writer's flush below covers them.
     for (peer, bytes) in &batch.reputation {
@@ -73,7 +77,7 @@ pub(crate) fn persist(
     let mut flushed = false;
     if !batch.records.is_empty() {
         touched.extend(batch.records.iter().map(|(_, b)| b.origin));
-        match writer.submit(Batch::Insert(batch.records))? {
+        match writer.submit_in(lane, Batch::Insert(batch.records))? {
             Outcomes::Inserted(v) => outcomes.extend(v.into_iter().map(|o| match o {
                 InsertOutcome::Inserted => WriteOutcome::Inserted,
                 InsertOutcome::Duplicate => WriteOutcome::Duplicate,
@@ -95,7 +99,7 @@ pub(crate) fn persist(
                 hash: d.hash,
             })
             .collect();
-        writer.submit(Batch::Decline(slots))?;
+        writer.submit_in(lane, Batch::Decline(slots))?;
         flushed = true;
     }
     if !flushed {

@@ -15,9 +15,9 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     allow_block_list, connection_limits, identify, noise, ping, tcp, yamux, StreamProtocol, Swarm,
 };
-use metamesh_protocol::sync::{SyncRequest, SyncResponse};
 use metamesh_protocol::wire::{MAX_GOSSIP_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 
+use super::codec::SyncCodec;
 use super::{NetError, NetworkConfig, Topics};
 
 /// The sync protocol: `pattern_request` → `pattern_response`, CBOR.
@@ -37,7 +37,7 @@ pub struct MeshBehaviour {
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub limits: connection_limits::Behaviour,
     pub gossipsub: gossipsub::Behaviour,
-    pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+    pub sync: request_response::Behaviour<SyncCodec>,
     pub identify: identify::Behaviour,
     pub kad: kad::Behaviour<MemoryStore>,
     pub ping: ping::Behaviour,
@@ -144,9 +144,7 @@ fn build_behaviour(
         }
     }
 
-    let codec = request_response::cbor::codec::Codec::<SyncRequest, SyncResponse>::default()
-        .set_request_size_maximum(MAX_REQUEST_BYTES as u64)
-        .set_response_size_maximum(MAX_RESPONSE_BYTES as u64);
+    let codec = SyncCodec::new(MAX_REQUEST_BYTES as u64, MAX_RESPONSE_BYTES as u64);
     let sync = request_response::Behaviour::with_codec(
         codec,
         [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],

@@ -8,6 +8,7 @@
 //! what to accept, request or serve.
 
 pub mod behaviour;
+pub mod codec;
 pub mod driver;
 pub mod net;
 
@@ -31,6 +32,9 @@ pub enum NetError {
     Publish(String),
     #[error("request failed: {0}")]
     Request(String),
+    /// The peer answered with a response that does not decode (or is too large).
+    #[error("{0}")]
+    Undecodable(String),
     #[error("the network task has stopped")]
     Stopped,
 }

@@ -15,7 +15,7 @@ use libp2p::{identify, kad, Multiaddr, PeerId, Swarm};
 use metamesh_protocol::sync::{SyncRequest as PatternRequest, SyncResponse as PatternResponse};
 
 use super::behaviour::{MeshBehaviour, MeshBehaviourEvent};
-use super::{NetError, NetworkConfig, TopicKind, Topics};
+use super::{codec, NetError, NetworkConfig, TopicKind, Topics};
 
 /// Most addresses remembered per peer.
 const MAX_ADDRS_PER_PEER: usize = 8;
@@ -381,18 +381,25 @@ impl Net {
                 ..
             } => {
                 tracing::debug!(%peer, %error, "sync request failed");
+                // A response the peer sent wrong is its fault (charged by
+                // the core); a stream that broke is nobody's.
+                let error = match &error {
+                    request_response::OutboundFailure::Io(e) => match codec::undecodable(e) {
+                        Some(u) => NetError::Undecodable(u.to_string()),
+                        None => NetError::Request(error.to_string()),
+                    },
+                    _ => NetError::Request(error.to_string()),
+                };
                 Some(NetEvent::Response {
                     id: request_id,
                     peer,
-                    result: Err(NetError::Request(error.to_string())),
+                    result: Err(error),
                 })
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "inbound sync request failed");
                 match error {
-                    request_response::InboundFailure::Io(e)
-                        if e.kind() == std::io::ErrorKind::InvalidData =>
-                    {
+                    request_response::InboundFailure::Io(e) if codec::undecodable(&e).is_some() => {
                         Some(NetEvent::BadRequest {
                             peer,
                             error: e.to_string(),
