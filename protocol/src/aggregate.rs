@@ -161,6 +161,7 @@ pub struct OriginEvidence<K> {
 
 /// Parameters of [`robust_aggregate`] (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RobustConfig {
     /// Consistency threshold in standard errors.
     pub z: f64,
@@ -182,6 +183,11 @@ pub struct RobustConfig {
     pub confirm_samples: f64,
     /// Widen the pooled posterior by the between-origin heterogeneity.
     pub random_effects: bool,
+    /// Contested pair (policy step 7): when the origins' contrasts between
+    /// the two leading depths disagree beyond noise, a peer whose contrast
+    /// is `|z|` from the robust centre keeps `min(1, (k/|z|)²)` of its say at
+    /// those two depths. Infinite = off.
+    pub contrast_huber: f64,
     /// Widen it by a pooled-mean vs robust-centre gap beyond noise.
     pub guard: bool,
 }
@@ -198,6 +204,7 @@ impl Default for RobustConfig {
             unconfirmed_samples: 1.0,
             confirm_samples: 4.0,
             random_effects: true,
+            contrast_huber: 1.5,
             guard: true,
         }
     }

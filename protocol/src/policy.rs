@@ -99,7 +99,7 @@
 
 use crate::aggregate::{
     weighted_median, Inconsistency, InconsistencyKind, OriginEvidence, RobustAggregate,
-    RobustConfig,
+    RobustConfig, MIN_EVIDENCE_TO_NAME,
 };
 use crate::posterior::Evidence;
 use crate::reputation::{ReputationEvent, Standing};
@@ -437,14 +437,50 @@ pub fn robust_aggregate<K: Clone + Ord>(
     }
 
     // Pool the survivors.
+    let mut pooled: [Option<(Evidence, f64)>; Depth::COUNT] = [None; Depth::COUNT];
+    for (d, p) in pooled.iter_mut().enumerate() {
+        let centre = (centre_of[d], centre_var[d]);
+        *p = pool_depth(d, &cells, &weight, &z_of, sigma[d], centre, cfg);
+    }
+    // Step 7: the contested pair — the two leading depths are re-pooled with
+    // each peer's say weighed by how far its contrast sits from the others'.
+    if let Some((a, b)) = leading_pair(&pooled) {
+        let reports: Vec<contrast::PairReport> = (0..m)
+            .map(|i| {
+                let at = |d: usize| cells[i][d].map_or((0.0, 0.0), |c| (c.mean, c.n_real));
+                contrast::PairReport {
+                    a: at(a),
+                    b: at(b),
+                    vote: weight[i] * discount[i],
+                    anchor: is_anchor[i],
+                }
+            })
+            .collect();
+        let (aa, ab) = (&anchor_table.0[a], &anchor_table.0[b]);
+        let (s2a, s2b) = (sigma[a] * sigma[a], sigma[b] * sigma[b]);
+        let anchor_c = (aa.n > 0 && ab.n > 0).then(|| {
+            (
+                aa.avg_quality() - ab.avg_quality(),
+                s2a / aa.n as f64 + s2b / ab.n as f64,
+            )
+        });
+        let mult =
+            contrast::contested_weights(&reports, (s2a, s2b), anchor_c, cfg.z, cfg.contrast_huber);
+        if mult.iter().any(|x| *x < 1.0) {
+            let w: Vec<f64> = weight.iter().zip(&mult).map(|(w, k)| w * k).collect();
+            for d in [a, b] {
+                let centre = (centre_of[d], centre_var[d]);
+                pooled[d] = pool_depth(d, &cells, &w, &z_of, sigma[d], centre, cfg);
+            }
+        }
+    }
     let mut evidence = [Evidence::default(); Depth::COUNT];
     let mut success_rate = [0.0; Depth::COUNT];
     let mut total_n = 0.0;
-    for d in 0..Depth::COUNT {
-        let centre = (centre_of[d], centre_var[d]);
-        if let Some((e, succ)) = pool_depth(d, &cells, &weight, &z_of, sigma[d], centre, cfg) {
-            evidence[d] = e;
-            success_rate[d] = succ;
+    for (d, p) in pooled.iter().enumerate() {
+        if let Some((e, succ)) = p {
+            evidence[d] = *e;
+            success_rate[d] = *succ;
             total_n += e.n;
         }
     }
@@ -460,6 +496,23 @@ pub fn robust_aggregate<K: Clone + Ord>(
         pattern_count: total_n.round().max(0.0) as u64,
         inconsistent,
         used,
+    }
+}
+
+/// The two depths with the highest pooled means (with at least
+/// [`MIN_EVIDENCE_TO_NAME`] effective samples each), leader first.
+fn leading_pair(pooled: &[Option<(Evidence, f64)>; Depth::COUNT]) -> Option<(usize, usize)> {
+    let mut ranked: Vec<(usize, f64)> = pooled
+        .iter()
+        .enumerate()
+        .filter_map(|(d, p)| p.map(|(e, _)| (d, e)))
+        .filter(|(_, e)| e.n.is_finite() && e.n >= MIN_EVIDENCE_TO_NAME && e.mean.is_finite())
+        .map(|(d, e)| (d, e.mean))
+        .collect();
+    ranked.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+    match ranked.as_slice() {
+        [first, second, ..] => Some((first.0, second.0)),
+        _ => None,
     }
 }
 
@@ -569,6 +622,9 @@ fn pool_depth(
         sws / sw,
     ))
 }
+
+#[path = "policy_contrast.rs"]
+mod contrast;
 
 #[cfg(test)]
 #[path = "policy_tests.rs"]
