@@ -809,11 +809,12 @@ mod tests {
 
         #[test]
         fn honest_pool_matches_pooled_posterior(seed in any::<u64>(), k in 2u32..12) {
-            // Without the random-effects widening, consistent honest origins
-            // pool to exactly the posterior of their merged samples.
+            // Without the random-effects widening and the Huber weights
+            // (per depth and at the contested pair), consistent honest
+            // origins pool to exactly the posterior of their merged samples.
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let origins: Vec<_> = (0..k).map(|i| honest(i, MEANS, 15, &mut rng)).collect();
-            let cfg = RobustConfig { random_effects: false, guard: false, huber: f64::INFINITY, ..Default::default() };
+            let cfg = RobustConfig { random_effects: false, guard: false, huber: f64::INFINITY, contrast_huber: f64::INFINITY, ..Default::default() };
             let agg = robust_aggregate(&origins, &cfg);
             prop_assume!(agg.inconsistent.is_empty());
             let merged = naive_pool(&origins);

@@ -38,7 +38,8 @@ pub(super) fn chi2_95(df: f64) -> f64 {
 
 /// Per-report multipliers of the say at A and B (all 1 when the contrasts
 /// agree within noise, when fewer than three origins reported both, or when
-/// `k` is not a positive finite number). `s2a`, `s2b` are the noise
+/// `k` is not a positive finite number). A peer that reported only one of the
+/// pair gets the vote-weighted average multiplier of the assessed peers. `s2a`, `s2b` are the noise
 /// variances at A and B; `z_anchor` the threshold beyond which the anchors'
 /// contrast replaces the median as the centre.
 pub(super) fn contested_weights(
@@ -87,13 +88,28 @@ pub(super) fn contested_weights(
             ref_var = av;
         }
     }
+    let mut assessed = vec![false; reports.len()];
+    let (mut kept, mut votes_in) = (0.0, 0.0);
     for &(i, c, v) in &items {
+        assessed[i] = true;
         if reports[i].anchor {
             continue;
         }
         let z = ((c - centre) / (v + ref_var).sqrt()).abs();
         if z > k {
             mult[i] = (k / z).powi(2);
+        }
+        let vote = reports[i].vote.max(0.0);
+        kept += vote * mult[i];
+        votes_in += vote;
+    }
+    // A peer the test cannot assess (it reported only one of the pair) keeps
+    // the average say the assessed peers kept: skipping one depth of the
+    // pair buys no say, and honest down-weighting does not raise its share.
+    let average = if votes_in > 0.0 { kept / votes_in } else { 1.0 };
+    for (i, r) in reports.iter().enumerate() {
+        if !assessed[i] && !r.anchor {
+            mult[i] = average;
         }
     }
     mult
@@ -128,6 +144,22 @@ mod tests {
         let m = contested_weights(&r, (0.0144, 0.0144), None, 4.0, 1.5);
         assert!(m[..10].iter().all(|x| *x == 1.0), "{m:?}");
         assert!(m[10..].iter().all(|x| *x < 0.5), "{m:?}");
+    }
+
+    #[test]
+    fn skipping_one_depth_of_the_pair_buys_no_say() {
+        let mut r: Vec<PairReport> = (0..10).map(|_| rep(0.70, 0.675, 40.0)).collect();
+        r.extend((0..4).map(|_| rep(0.645, 0.73, 20.0)));
+        r.push(PairReport {
+            b: (0.0, 0.0),
+            ..rep(0.645, 0.0, 200.0)
+        });
+        let m = contested_weights(&r, (0.0144, 0.0144), None, 4.0, 1.5);
+        let assessed_mean = m[..14].iter().sum::<f64>() / 14.0;
+        assert!(
+            m[14] < 1.0 && (m[14] - assessed_mean).abs() < 1e-12,
+            "{m:?}"
+        );
     }
 
     #[test]

@@ -278,6 +278,7 @@ fn honest_established_peers_pool_like_merged_samples() {
         random_effects: false,
         guard: false,
         huber: f64::INFINITY,
+        contrast_huber: f64::INFINITY,
         ..Default::default()
     };
     let mut origins = vec![me(table(MEANS, 15, &mut rng))];

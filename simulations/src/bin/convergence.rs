@@ -60,6 +60,10 @@ struct Args {
     /// weights; 0 turns the step off (the default is the policy's).
     #[arg(long)]
     contrast_huber: Option<f64>,
+    /// Volume cap factor of the policy (a peer counts for at most
+    /// `max(10, factor × median count)` samples at a depth).
+    #[arg(long)]
+    cap_factor: Option<f64>,
 }
 
 fn main() -> Result<()> {
@@ -81,6 +85,10 @@ fn main() -> Result<()> {
         resync: args.resync,
         ..SimConfig::default()
     };
+    if let Some(c) = args.cap_factor {
+        anyhow::ensure!(c.is_finite() && c > 0.0, "--cap-factor: must be positive");
+        base.robust.cap_factor = c;
+    }
     if let Some(k) = args.contrast_huber {
         base.robust.contrast_huber = k;
     }
