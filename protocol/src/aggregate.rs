@@ -161,6 +161,7 @@ pub struct OriginEvidence<K> {
 
 /// Parameters of [`robust_aggregate`] (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RobustConfig {
     /// Consistency threshold in standard errors.
     pub z: f64,
@@ -182,6 +183,11 @@ pub struct RobustConfig {
     pub confirm_samples: f64,
     /// Widen the pooled posterior by the between-origin heterogeneity.
     pub random_effects: bool,
+    /// Contested pair (policy step 7): when the origins' contrasts between
+    /// the two leading depths disagree beyond noise, a peer whose contrast
+    /// is `|z|` from the robust centre keeps `min(1, (k/|z|)²)` of its say at
+    /// those two depths. Infinite = off.
+    pub contrast_huber: f64,
     /// Widen it by a pooled-mean vs robust-centre gap beyond noise.
     pub guard: bool,
 }
@@ -198,6 +204,7 @@ impl Default for RobustConfig {
             unconfirmed_samples: 1.0,
             confirm_samples: 4.0,
             random_effects: true,
+            contrast_huber: 1.5,
             guard: true,
         }
     }
@@ -802,11 +809,12 @@ mod tests {
 
         #[test]
         fn honest_pool_matches_pooled_posterior(seed in any::<u64>(), k in 2u32..12) {
-            // Without the random-effects widening, consistent honest origins
-            // pool to exactly the posterior of their merged samples.
+            // Without the random-effects widening and the Huber weights
+            // (per depth and at the contested pair), consistent honest
+            // origins pool to exactly the posterior of their merged samples.
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let origins: Vec<_> = (0..k).map(|i| honest(i, MEANS, 15, &mut rng)).collect();
-            let cfg = RobustConfig { random_effects: false, guard: false, huber: f64::INFINITY, ..Default::default() };
+            let cfg = RobustConfig { random_effects: false, guard: false, huber: f64::INFINITY, contrast_huber: f64::INFINITY, ..Default::default() };
             let agg = robust_aggregate(&origins, &cfg);
             prop_assume!(agg.inconsistent.is_empty());
             let merged = naive_pool(&origins);

@@ -69,6 +69,17 @@
 //!    variance (DerSimonian–Laird τ², only when Cochran's Q exceeds its 95%
 //!    point) plus a calibration guard: residual disagreement widens the
 //!    posterior instead of being believed.
+//! 7. **Contested pair** (`policy_contrast.rs`): the node's answer is decided
+//!    by the contrast `mean_A − mean_B` of its two leading pooled depths, and
+//!    a lie that swaps them moves that contrast twice as far as either mean.
+//!    When the origins' contrasts (each at its real precision) disagree more
+//!    than noise predicts (Cochran's Q above its 95% point), A and B are
+//!    re-pooled with each peer's say multiplied by `min(1, (k/|z|)²)`, `z`
+//!    its contrast's distance from the vote-weighted median contrast (the
+//!    anchors' own contrast where the median disagrees with them beyond
+//!    noise), `k` = [`RobustConfig::contrast_huber`]. Nobody is excluded or
+//!    charged; other depths are untouched; honest meshes, where Q rarely
+//!    fires, keep their efficiency.
 //!
 //! Exploration does the rest: a top-two Thompson node *tries* what the
 //! pooled evidence recommends, so a lie that makes a bad depth look good is
@@ -83,7 +94,10 @@
 //!   evidence beyond sampling noise. Lies inside the noise (camouflage) are
 //!   not detected; their influence is bounded by their capped count and the
 //!   Huber weight, and shrinks as the node's own evidence grows (the
-//!   contradiction test tightens as `1/√n`).
+//!   contradiction test tightens as `1/√n`). A lie that swaps the leading
+//!   pair is weighed down by step 7 as far as its contrast sits outside the
+//!   others' (a liar at contrast `z` ≈ 2–3 keeps ¼–½ of its say there); the
+//!   contrast median breaks like the majority screen, at 50% of the vote.
 //! * Any number of liars, and any number of identities, is tolerated at a
 //!   depth where the node has enough evidence of its own: the contradiction
 //!   test does not vote. Where the node has no evidence, the majority screen
@@ -105,6 +119,7 @@ use crate::posterior::Evidence;
 use crate::reputation::{ReputationEvent, Standing};
 use crate::schema::Depth;
 use crate::stats::{DepthStats, DepthTable};
+use pool::{leading_pair, pool_depth};
 
 /// What an origin is to the node building its collective view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -437,14 +452,50 @@ pub fn robust_aggregate<K: Clone + Ord>(
     }
 
     // Pool the survivors.
+    let mut pooled: [Option<(Evidence, f64)>; Depth::COUNT] = [None; Depth::COUNT];
+    for (d, p) in pooled.iter_mut().enumerate() {
+        let centre = (centre_of[d], centre_var[d]);
+        *p = pool_depth(d, &cells, &weight, &z_of, sigma[d], centre, cfg);
+    }
+    // Step 7: the contested pair — the two leading depths are re-pooled with
+    // each peer's say weighed by how far its contrast sits from the others'.
+    if let Some((a, b)) = leading_pair(&pooled) {
+        let reports: Vec<contrast::PairReport> = (0..m)
+            .map(|i| {
+                let at = |d: usize| cells[i][d].map_or((0.0, 0.0), |c| (c.mean, c.n_real));
+                contrast::PairReport {
+                    a: at(a),
+                    b: at(b),
+                    vote: weight[i] * discount[i],
+                    anchor: is_anchor[i],
+                }
+            })
+            .collect();
+        let (aa, ab) = (&anchor_table.0[a], &anchor_table.0[b]);
+        let (s2a, s2b) = (sigma[a] * sigma[a], sigma[b] * sigma[b]);
+        let anchor_c = (aa.n > 0 && ab.n > 0).then(|| {
+            (
+                aa.avg_quality() - ab.avg_quality(),
+                s2a / aa.n as f64 + s2b / ab.n as f64,
+            )
+        });
+        let mult =
+            contrast::contested_weights(&reports, (s2a, s2b), anchor_c, cfg.z, cfg.contrast_huber);
+        if mult.iter().any(|x| *x < 1.0) {
+            let w: Vec<f64> = weight.iter().zip(&mult).map(|(w, k)| w * k).collect();
+            for d in [a, b] {
+                let centre = (centre_of[d], centre_var[d]);
+                pooled[d] = pool_depth(d, &cells, &w, &z_of, sigma[d], centre, cfg);
+            }
+        }
+    }
     let mut evidence = [Evidence::default(); Depth::COUNT];
     let mut success_rate = [0.0; Depth::COUNT];
     let mut total_n = 0.0;
-    for d in 0..Depth::COUNT {
-        let centre = (centre_of[d], centre_var[d]);
-        if let Some((e, succ)) = pool_depth(d, &cells, &weight, &z_of, sigma[d], centre, cfg) {
-            evidence[d] = e;
-            success_rate[d] = succ;
+    for (d, p) in pooled.iter().enumerate() {
+        if let Some((e, succ)) = p {
+            evidence[d] = *e;
+            success_rate[d] = *succ;
             total_n += e.n;
         }
     }
@@ -463,112 +514,10 @@ pub fn robust_aggregate<K: Clone + Ord>(
     }
 }
 
-/// Pool the surviving cells at depth `d` (see the module docs, step 6).
-fn pool_depth(
-    d: usize,
-    cells: &[[Option<Cell>; Depth::COUNT]],
-    weight: &[f64],
-    z_of: &[[f64; Depth::COUNT]],
-    sigma: f64,
-    (centre, centre_var): (f64, f64),
-    cfg: &RobustConfig,
-) -> Option<(Evidence, f64)> {
-    let s2 = sigma * sigma;
-    let (mut sw, mut swm, mut sws) = (0.0, 0.0, 0.0);
-    let (mut fe_w, mut fe_wm, mut fe_w2) = (0.0, 0.0, 0.0);
-    let (mut within_ss, mut within_df) = (0.0, 0.0);
-    let mut items: Vec<(f64, f64, f64)> = Vec::new(); // (ω, n, mean)
-    for (i, row) in cells.iter().enumerate() {
-        let Some(c) = row[d] else { continue };
-        // Redescending Huber: a survivor |z| > huber from the centre (at its
-        // real precision) keeps (huber/|z|)² of its weight, so its pull on
-        // the mean falls as 1/|z|.
-        let z = z_of[i][d].abs();
-        let huber = if z > cfg.huber {
-            (cfg.huber / z).powi(2)
-        } else {
-            1.0
-        };
-        let omega = weight[i] * c.n * huber;
-        if omega <= 0.0 {
-            continue;
-        }
-        sw += omega;
-        swm += omega * c.mean;
-        sws += omega * c.success;
-        let f = c.n / s2;
-        fe_w += f;
-        fe_wm += f * c.mean;
-        fe_w2 += f * f;
-        if c.n > 1.0 {
-            within_ss += c.sd * c.sd * (c.n - 1.0);
-            within_df += c.n - 1.0;
-        }
-        items.push((omega, c.n, c.mean));
-    }
-    if sw <= 0.0 {
-        return None;
-    }
-    let mean = swm / sw;
-    // Sampling noise of the survivors: their pooled within-origin variance
-    // once there is enough of it.
-    let noise2 = if within_df >= 5.0 {
-        (within_ss / within_df).max(cfg.min_sd * cfg.min_sd)
-    } else {
-        s2
-    };
-    let rescale = s2 / noise2;
-    let tau2 = if cfg.random_effects && items.len() >= 2 {
-        let fe_mean = fe_wm / fe_w;
-        let q: f64 = items
-            .iter()
-            .map(|(_, n, mu)| n / noise2 * (mu - fe_mean).powi(2))
-            .sum();
-        let df = items.len() as f64 - 1.0;
-        let denom = (fe_w - fe_w2 / fe_w) * rescale;
-        // Only significant heterogeneity (Q above its 95% point,
-        // Wilson–Hilferty) widens the posterior.
-        let h = 2.0 / (9.0 * df);
-        let q_crit = df * (1.0 - h + 1.645 * h.sqrt()).powi(3);
-        if denom > 0.0 && q > q_crit {
-            ((q - df) / denom).max(0.0)
-        } else {
-            0.0
-        }
-    } else {
-        0.0
-    };
-    // Variance of the weighted mean: Σ ω²(σ²/n + τ²) / (Σ ω)².
-    let var: f64 = items
-        .iter()
-        .map(|(omega, n, _)| omega * omega * (noise2 / n + tau2))
-        .sum::<f64>()
-        / (sw * sw);
-    // Calibration guard: a pooled-mean vs robust-centre gap beyond 3× what
-    // noise explains (the pooled mean's and the centre's own sampling
-    // variance) is added to the uncertainty instead of being believed.
-    let gap = mean - centre;
-    let noise_gap = (0.5708 * var + centre_var).sqrt();
-    let var = if cfg.guard && gap.is_finite() && gap.abs() > 3.0 * noise_gap {
-        var + gap * gap
-    } else {
-        var
-    };
-    let n_eff = if var > 0.0 { noise2 / var } else { 0.0 };
-    let within = if within_df > 0.0 {
-        within_ss / within_df
-    } else {
-        s2
-    };
-    Some((
-        Evidence {
-            n: n_eff,
-            mean,
-            ss: within * (n_eff - 1.0).max(0.0),
-        },
-        sws / sw,
-    ))
-}
+#[path = "policy_contrast.rs"]
+mod contrast;
+#[path = "policy_pool.rs"]
+mod pool;
 
 #[cfg(test)]
 #[path = "policy_tests.rs"]

@@ -278,6 +278,7 @@ fn honest_established_peers_pool_like_merged_samples() {
         random_effects: false,
         guard: false,
         huber: f64::INFINITY,
+        contrast_huber: f64::INFINITY,
         ..Default::default()
     };
     let mut origins = vec![me(table(MEANS, 15, &mut rng))];
@@ -336,4 +337,52 @@ fn honest_heavy_peers_are_never_screened() {
         flagged += agg.inconsistent.iter().filter(|i| i.key == 99).count();
     }
     assert_eq!(flagged, 0, "heavy honest peer screened {flagged} times");
+}
+
+/// Two depths `a`, `b` with `n` fixed samples each around the given means.
+fn pair(a: (Depth, f64), b: (Depth, f64), n: u64) -> DepthTable {
+    let mut t = fixed(a.0, a.1, n);
+    t.merge(&fixed(b.0, b.1, n));
+    t
+}
+
+/// A camouflaged mesh: 6 honest strangers and 4 liars who report the truth
+/// except that they swap the two leading depths, each pushed 0.03 past the
+/// other (`deep` 0.70 is best, `thorough` 0.675 the runner-up). No single
+/// liar is outside noise at either depth, and pooled per depth the lie wins;
+/// the contrasts `deep − thorough` disagree beyond noise, so step 7 weighs
+/// the liars down at the pair and the honest contrast decides.
+#[test]
+fn camouflaged_swap_is_outweighed_by_the_contested_pair() {
+    let (a, b) = (Depth::Deep, Depth::Thorough);
+    let truth = pair((a, 0.70), (b, 0.675), 20);
+    let lie = pair((a, 0.645), (b, 0.73), 20);
+    let mut origins = vec![me(pair((a, 0.70), (b, 0.675), 10))];
+    origins.extend((1..=6).map(|k| peer(k, truth)));
+    origins.extend((7..=10).map(|k| peer(k, lie)));
+    let lead =
+        |agg: &RobustAggregate<u32>| agg.evidence[a.index()].mean > agg.evidence[b.index()].mean;
+
+    let off = RobustConfig {
+        contrast_huber: f64::INFINITY,
+        ..Default::default()
+    };
+    let old = robust_aggregate(&origins, &off);
+    assert!(
+        !lead(&old),
+        "without step 7 the swap wins: {:?}",
+        old.evidence
+    );
+    assert!(charged(&old).is_empty(), "no liar is outside noise alone");
+
+    let new = robust_aggregate(&origins, &RobustConfig::default());
+    assert!(lead(&new), "the contested pair decides: {:?}", new.evidence);
+    assert!(charged(&new).is_empty(), "down-weighting charges nobody");
+    assert_eq!(new.used.len(), 11, "nobody is excluded");
+    // The honest mesh without liars is untouched by step 7.
+    let honest: Vec<_> = origins[..7].to_vec();
+    assert_eq!(
+        robust_aggregate(&honest, &off).evidence,
+        robust_aggregate(&honest, &RobustConfig::default()).evidence
+    );
 }

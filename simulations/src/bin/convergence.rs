@@ -56,6 +56,14 @@ struct Args {
     /// their baseline cells too (e.g. "N=1 none robust posterior").
     #[arg(long)]
     only: Vec<String>,
+    /// Policy step 7 (the contested pair): Huber constant of the contrast
+    /// weights; 0 turns the step off (the default is the policy's).
+    #[arg(long)]
+    contrast_huber: Option<f64>,
+    /// Volume cap factor of the policy (a peer counts for at most
+    /// `max(10, factor × median count)` samples at a depth).
+    #[arg(long)]
+    cap_factor: Option<f64>,
 }
 
 fn main() -> Result<()> {
@@ -69,7 +77,7 @@ fn main() -> Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let base = SimConfig {
+    let mut base = SimConfig {
         budget: args.budget,
         max_rounds: args.max_rounds,
         delay: args.delay,
@@ -77,6 +85,13 @@ fn main() -> Result<()> {
         resync: args.resync,
         ..SimConfig::default()
     };
+    if let Some(c) = args.cap_factor {
+        anyhow::ensure!(c.is_finite() && c > 0.0, "--cap-factor: must be positive");
+        base.robust.cap_factor = c;
+    }
+    if let Some(k) = args.contrast_huber {
+        base.robust.contrast_huber = k;
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let started = Instant::now();
