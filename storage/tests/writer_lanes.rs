@@ -31,6 +31,26 @@ fn insert(k: &Keypair, seq: u64) -> Batch {
     )])
 }
 
+/// Submit seq 1 of `k` as bulk and hold the writer thread inside that
+/// group's acknowledgement until the returned sender is used: what is
+/// submitted meanwhile queues behind it.
+fn hold(w: &Writer, k: &Keypair) -> mpsc::Sender<()> {
+    let (started_tx, started) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    w.submit_with_in(
+        Urgency::Bulk,
+        insert(k, 1),
+        Box::new(move |r| {
+            r.unwrap();
+            started_tx.send(()).unwrap();
+            released.recv().unwrap();
+        }),
+    )
+    .unwrap();
+    started.recv().unwrap();
+    release
+}
+
 #[test]
 fn an_urgent_write_overtakes_a_bulk_backlog() {
     const BULK: u64 = 400;
@@ -48,21 +68,8 @@ fn an_urgent_write_overtakes_a_bulk_backlog() {
     let own = Keypair::generate_ed25519();
     let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
 
-    // Hold the writer thread inside the first group's acknowledgement, so the
-    // backlog and the urgent job are all queued before anything else is written.
-    let (started_tx, started) = mpsc::channel();
-    let (release, released) = mpsc::channel::<()>();
-    w.submit_with_in(
-        Urgency::Bulk,
-        insert(&flood, 1),
-        Box::new(move |r| {
-            r.unwrap();
-            started_tx.send(()).unwrap();
-            released.recv().unwrap();
-        }),
-    )
-    .unwrap();
-    started.recv().unwrap();
+    // The backlog and the urgent job all queue before anything else is written.
+    let release = hold(&w, &flood);
     let (done_tx, done) = mpsc::channel();
     for seq in 2..=BULK {
         let (order, done_tx) = (order.clone(), done_tx.clone());
@@ -124,20 +131,7 @@ fn bulk_work_is_written_in_small_groups() {
     };
     let w = Writer::start(store.clone(), None, cfg).unwrap();
     let k = Keypair::generate_ed25519();
-    // Hold the writer while the backlog queues (see above).
-    let (started_tx, started) = mpsc::channel();
-    let (release, released) = mpsc::channel::<()>();
-    w.submit_with_in(
-        Urgency::Bulk,
-        insert(&k, 1),
-        Box::new(move |r| {
-            r.unwrap();
-            started_tx.send(()).unwrap();
-            released.recv().unwrap();
-        }),
-    )
-    .unwrap();
-    started.recv().unwrap();
+    let release = hold(&w, &k);
     let tickets: Vec<_> = (2..=BULK)
         .map(|seq| {
             let (tx, rx) = mpsc::channel();

@@ -18,6 +18,12 @@ use libp2p::{noise, tcp, yamux, StreamProtocol};
 use metamesh_node::network::behaviour::SYNC_PROTOCOL;
 use metamesh_tests::*;
 
+async fn read_all<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    io.take(1 << 20).read_to_end(&mut v).await?;
+    Ok(v)
+}
+
 /// Requests and responses as raw bytes: the rogue sends what it likes.
 #[derive(Clone, Default)]
 struct Raw;
@@ -31,18 +37,14 @@ impl request_response::Codec for Raw {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let mut v = Vec::new();
-        io.take(1 << 20).read_to_end(&mut v).await?;
-        Ok(v)
+        read_all(io).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let mut v = Vec::new();
-        io.take(1 << 20).read_to_end(&mut v).await?;
-        Ok(v)
+        read_all(io).await
     }
 
     async fn write_request<T>(
