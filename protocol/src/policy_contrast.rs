@@ -81,7 +81,7 @@ pub(super) fn contested_weights(
     // typical origin's variance spread over the voters.
     let mut vs: Vec<(f64, f64)> = items.iter().map(|x| (x.2, 1.0)).collect();
     let typical = weighted_median(&mut vs).unwrap_or(0.0);
-    let mut ref_var = (1.5708 / sw).max(typical / items.len() as f64);
+    let mut ref_var = (std::f64::consts::FRAC_PI_2 / sw).max(typical / items.len() as f64);
     if let Some((ac, av)) = anchor.filter(|(c, v)| c.is_finite() && v.is_finite()) {
         if (centre - ac).abs() > z_anchor * (av + ref_var).sqrt() {
             centre = ac;

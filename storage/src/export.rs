@@ -1,7 +1,7 @@
 //! Export: unified JSONL (one file, or one per node) and the insights
 //! document (re-exported from [`crate::interop`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -50,27 +50,40 @@ pub fn node_file_stem(node_id: &str) -> String {
     }
 }
 
-/// Write `{node_id}_patterns.jsonl` per node into `dir` (created). Returns
-/// node_id → count. At most [`MAX_OPEN_FILES`] files are open at once.
-pub fn export_patterns_per_node(
-    store: &Store,
-    dir: &Path,
-) -> Result<std::collections::BTreeMap<String, u64>, InteropError> {
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let mut counts = std::collections::BTreeMap::new();
-    let mut open: HashMap<String, BufWriter<File>> = HashMap::new();
-    let mut created = std::collections::HashSet::new();
-    for item in store.iter_records() {
-        let (_, body) = item?;
-        let stem = node_file_stem(&body.pattern.node_id);
-        if !open.contains_key(&stem) {
-            if open.len() >= MAX_OPEN_FILES {
-                for (_, mut w) in open.drain() {
-                    w.flush().map_err(io_err(dir))?;
+/// `{stem}_patterns.jsonl` files in a directory (created), one per
+/// `node_id`, at most [`MAX_OPEN_FILES`] open at once (a file closed to make
+/// room is appended to when its node comes again). Used by the store's
+/// export and by the CLI's export through the API.
+pub struct PerNodeFiles {
+    dir: std::path::PathBuf,
+    open: HashMap<String, BufWriter<File>>,
+    created: HashSet<String>,
+    /// node_id → lines written.
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl PerNodeFiles {
+    pub fn new(dir: &Path) -> Result<PerNodeFiles, InteropError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        Ok(PerNodeFiles {
+            dir: dir.to_path_buf(),
+            open: HashMap::new(),
+            created: HashSet::new(),
+            counts: BTreeMap::new(),
+        })
+    }
+
+    /// Append `line` (one JSON pattern, without its newline) to `node_id`'s file.
+    pub fn write_line(&mut self, node_id: &str, line: &[u8]) -> Result<(), InteropError> {
+        let stem = node_file_stem(node_id);
+        let path = self.dir.join(format!("{stem}_patterns.jsonl"));
+        if !self.open.contains_key(&stem) {
+            if self.open.len() >= MAX_OPEN_FILES {
+                for (_, mut w) in self.open.drain() {
+                    w.flush().map_err(io_err(&self.dir))?;
                 }
             }
-            let path = dir.join(format!("{stem}_patterns.jsonl"));
-            let first = created.insert(stem.clone());
+            let first = self.created.insert(stem.clone());
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .write(true)
@@ -78,18 +91,41 @@ pub fn export_patterns_per_node(
                 .append(!first)
                 .open(&path)
                 .map_err(io_err(&path))?;
-            open.insert(stem.clone(), BufWriter::new(f));
+            self.open.insert(stem.clone(), BufWriter::new(f));
         }
-        if let Some(w) = open.get_mut(&stem) {
-            serde_json::to_writer(&mut *w, &body.pattern).map_err(|e| io_err(dir)(e.into()))?;
-            w.write_all(b"\n").map_err(io_err(dir))?;
+        if let Some(w) = self.open.get_mut(&stem) {
+            w.write_all(line).map_err(io_err(&path))?;
+            w.write_all(b"\n").map_err(io_err(&path))?;
         }
-        *counts.entry(body.pattern.node_id.clone()).or_insert(0) += 1;
+        *self.counts.entry(node_id.to_string()).or_insert(0) += 1;
+        Ok(())
     }
-    for (_, mut w) in open {
-        w.flush().map_err(io_err(dir))?;
+
+    /// Flush every open file.
+    pub fn flush(&mut self) -> Result<(), InteropError> {
+        for w in self.open.values_mut() {
+            w.flush().map_err(io_err(&self.dir))?;
+        }
+        Ok(())
     }
-    Ok(counts)
+}
+
+/// Write `{node_id}_patterns.jsonl` per node into `dir` (created). Returns
+/// node_id → count. At most [`MAX_OPEN_FILES`] files are open at once.
+pub fn export_patterns_per_node(
+    store: &Store,
+    dir: &Path,
+) -> Result<BTreeMap<String, u64>, InteropError> {
+    let mut files = PerNodeFiles::new(dir)?;
+    let mut line = Vec::with_capacity(512);
+    for item in store.iter_records() {
+        let (_, body) = item?;
+        line.clear();
+        serde_json::to_writer(&mut line, &body.pattern).map_err(|e| io_err(dir)(e.into()))?;
+        files.write_line(&body.pattern.node_id, &line)?;
+    }
+    files.flush()?;
+    Ok(files.counts)
 }
 
 /// The insights document over every stored pattern (the merged statistics;

@@ -623,5 +623,5 @@ impl<R: Read> Read for LineTap<'_, R> {
 
 pub use crate::export::{
     export_insights_json, export_patterns_jsonl, export_patterns_per_node, insights_document,
-    node_file_stem,
+    node_file_stem, PerNodeFiles,
 };

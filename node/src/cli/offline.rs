@@ -305,7 +305,7 @@ pub fn export(g: &GlobalArgs, a: ExportArgs) -> Result<()> {
             }
             (Target::Api(c), per_node) => {
                 let mut sink = if per_node {
-                    online::Out::PerNode(online::PerNode::new(p)?)
+                    online::Out::PerNode(metamesh_storage::interop::PerNodeFiles::new(p)?)
                 } else {
                     online::Out::One(std::io::BufWriter::new(create_file(p)?))
                 };

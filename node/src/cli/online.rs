@@ -20,7 +20,7 @@ mod export;
 mod import;
 mod read;
 
-pub use export::{export_patterns, Out, PerNode};
+pub use export::{export_patterns, Out};
 pub use import::{import_file, import_route, Route};
 
 /// Lines per `POST /v1/import` request (the route takes up to 100 000).

@@ -1,10 +1,8 @@
 //! Export through the node: `GET /v1/export` streamed, else
 //! `GET /v1/patterns?paged=true` page by page.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use metamesh_storage::interop::{self, MAX_LINE_BYTES};
@@ -19,61 +17,8 @@ use crate::cli::client::{read_bounded, refusal, ApiClient};
 /// Where exported lines go: one file, or one file per `node_id`.
 pub enum Out {
     One(BufWriter<File>),
-    PerNode(PerNode),
-}
-
-/// `{node}_patterns.jsonl` files in a directory, at most 64 open at once.
-pub struct PerNode {
-    dir: std::path::PathBuf,
-    open: HashMap<String, BufWriter<File>>,
-    created: HashSet<String>,
-    pub counts: BTreeMap<String, u64>,
-}
-
-impl PerNode {
-    pub fn new(dir: &Path) -> Result<PerNode> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(PerNode {
-            dir: dir.to_path_buf(),
-            open: HashMap::new(),
-            created: HashSet::new(),
-            counts: BTreeMap::new(),
-        })
-    }
-
-    fn write(&mut self, line: &[u8]) -> Result<()> {
-        #[derive(Deserialize)]
-        struct NodeOnly {
-            node_id: String,
-        }
-        let node = serde_json::from_slice::<NodeOnly>(line)
-            .context("the node exported a pattern without node_id")?
-            .node_id;
-        let stem = interop::node_file_stem(&node);
-        if !self.open.contains_key(&stem) {
-            if self.open.len() >= 64 {
-                for (_, mut w) in self.open.drain() {
-                    w.flush()?;
-                }
-            }
-            let path = self.dir.join(format!("{stem}_patterns.jsonl"));
-            let first = self.created.insert(stem.clone());
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(first)
-                .append(!first)
-                .open(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            self.open.insert(stem.clone(), BufWriter::new(f));
-        }
-        if let Some(w) = self.open.get_mut(&stem) {
-            w.write_all(line)?;
-            w.write_all(b"\n")?;
-        }
-        *self.counts.entry(node).or_insert(0) += 1;
-        Ok(())
-    }
+    /// `{node}_patterns.jsonl` files in a directory.
+    PerNode(interop::PerNodeFiles),
 }
 
 impl Out {
@@ -84,18 +29,24 @@ impl Out {
                 w.write_all(b"\n")?;
                 Ok(())
             }
-            Out::PerNode(p) => p.write(line),
+            Out::PerNode(files) => {
+                #[derive(Deserialize)]
+                struct NodeOnly {
+                    node_id: String,
+                }
+                let node = serde_json::from_slice::<NodeOnly>(line)
+                    .context("the node exported a pattern without node_id")?
+                    .node_id;
+                files.write_line(&node, line)?;
+                Ok(())
+            }
         }
     }
 
     pub fn finish(&mut self) -> Result<()> {
         match self {
             Out::One(w) => w.flush()?,
-            Out::PerNode(p) => {
-                for w in p.open.values_mut() {
-                    w.flush()?;
-                }
-            }
+            Out::PerNode(files) => files.flush()?,
         }
         Ok(())
     }
