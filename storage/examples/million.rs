@@ -36,6 +36,11 @@ use metamesh_protocol::schema::Depth;
 use metamesh_storage::interop::{self, Format};
 use metamesh_storage::{Store, StoreConfig};
 
+// The `metamesh` binary's allocator, so the import here costs what
+// `metamesh import` costs (sled allocates a node per insert).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -84,6 +89,14 @@ fn dir_size(p: &Path) -> u64 {
         }
     }
     total
+}
+
+fn dir_size_or_len(p: &Path) -> u64 {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => dir_size(p),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
 }
 
 fn generate(path: &Path, n: u64) {
@@ -204,6 +217,20 @@ fn main() {
     let import_s = t.elapsed().as_secs_f64();
     let import_cpu = cpu_seconds() - cpu0;
     let disk = dir_size(&store_dir);
+    if let Ok(rd) = std::fs::read_dir(&store_dir) {
+        let mut parts: Vec<String> = rd
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{} {:.1} MiB",
+                    e.file_name().to_string_lossy(),
+                    dir_size_or_len(&e.path()) as f64 / 1048576.0
+                )
+            })
+            .collect();
+        parts.sort();
+        println!("store files: {}", parts.join(", "));
+    }
     let import_rss = peak_rss_kib();
     println!(
         "import: {n} patterns in {import_s:.1} s = {:.0} patterns/s (parse + validate + sign + store + flush {store_s:.1} s, then close + snapshot {close_s:.1} s); peak RSS so far {} MiB",
