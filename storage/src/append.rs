@@ -5,6 +5,7 @@
 //! on different threads, so group k+1 is signed while group k is written.
 //! Also the own-seq epochs ([`Store::begin_epoch`], [`Store::bump_own_seq`]).
 
+use rayon::prelude::*;
 use std::collections::HashSet;
 
 use libp2p_identity::{Keypair, PeerId};
@@ -58,40 +59,23 @@ pub(crate) fn sign_all(
         let value = keys::encode_record(&rec, dict);
         Signed { rec, body, value }
     };
-    if threads <= 1 || items.len() < 64 {
-        return items.into_iter().map(sign).collect();
-    }
+    let pool = match crate::cpu::pool() {
+        Some(pool) if threads > 1 && items.len() >= 64 => pool,
+        _ => return items.into_iter().map(sign).collect(),
+    };
     let per = items.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<_>> = Vec::new();
-    let mut it = items.into_iter();
-    loop {
-        let c: Vec<_> = it.by_ref().take(per).collect();
-        if c.is_empty() {
-            break;
-        }
-        chunks.push(c);
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|c| s.spawn(move || c.into_iter().map(sign).collect::<Vec<_>>()))
-            .collect();
-        // A signing thread cannot panic (ed25519 signing is infallible);
-        // should one ever, its records are missing and the plan step
-        // refuses the batch ("append bookkeeping"), nothing is stored.
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
+    // ed25519 signing and the packing cannot panic; were one ever to, its
+    // records are missing and the plan step refuses the batch ("append
+    // bookkeeping"): nothing of it is stored.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.install(|| items.into_par_iter().with_min_len(per).map(sign).collect())
+    }))
+    .unwrap_or_default()
 }
 
 /// Threads used to sign a local batch.
 pub(crate) fn sign_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(4)
+    crate::cpu::threads()
 }
 
 impl Store {

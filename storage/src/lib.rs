@@ -10,6 +10,7 @@
 //!   document, and the Legion and Thor prototypes' files.
 
 mod append;
+mod cpu;
 mod export;
 pub mod interop;
 mod keys;

@@ -1,13 +1,14 @@
 //! Verifying received records on every core, with each signer's key
 //! decoded once.
 
+use rayon::prelude::*;
+
 use metamesh_protocol::record::{
     self, KeyCache, PatternBody, RecordError, RecordKind, SignedRecord,
 };
 
-/// Verifies and opens pattern records on up to `threads` threads (scoped to
-/// each call: a bounded pool that holds nothing between calls but the key
-/// cache).
+/// Verifies and opens pattern records on up to `threads` threads of the
+/// store's CPU pool, keeping each signer's decoded key in a cache.
 pub struct Verifier {
     cache: KeyCache,
     threads: usize,
@@ -15,12 +16,7 @@ pub struct Verifier {
 
 impl Default for Verifier {
     fn default() -> Self {
-        Verifier::new(
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .min(4),
-        )
+        Verifier::new(crate::cpu::threads())
     }
 }
 
@@ -62,24 +58,27 @@ impl Verifier {
         if threads == 1 {
             return open(records, &keys);
         }
+        let Some(pool) = crate::cpu::pool() else {
+            return open(records, &keys);
+        };
         let per = records.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = records
-                .chunks(per)
-                .zip(keys.chunks(per))
-                .map(|(r, k)| s.spawn(move || open(r, k)))
-                .collect();
-            handles
-                .into_iter()
-                .zip(records.chunks(per))
-                .flat_map(|(h, r)| {
-                    // A panic in a verifier thread refuses its records, nothing more.
-                    h.join().unwrap_or_else(|_| {
-                        r.iter().map(|_| Err(RecordError::BadSignature)).collect()
-                    })
-                })
-                .collect()
-        })
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install(|| {
+                records
+                    .par_chunks(per)
+                    .zip(keys.par_chunks(per))
+                    .map(|(r, k)| open(r, k))
+                    .collect::<Vec<_>>()
+            })
+        }));
+        match opened {
+            Ok(parts) => parts.into_iter().flatten().collect(),
+            // A panic while verifying refuses these records, nothing more.
+            Err(_) => records
+                .iter()
+                .map(|_| Err(RecordError::BadSignature))
+                .collect(),
+        }
     }
 }
 

@@ -138,7 +138,7 @@ pub(crate) fn connect(g: &GlobalArgs) -> Result<Target> {
             Err(why) => unreachable = Some((addr, format!("{why:#}"))),
         }
     }
-    match Store::open(&dd.store_path(), &StoreConfig::default()) {
+    match Store::open(&dd.store_path(), &StoreConfig::bulk()) {
         Ok(store) => Ok(Target::Store(Offline { store, dd, cfg })),
         Err(StoreError::Locked { path }) => match unreachable {
             Some((addr, why)) => Err(coded(
