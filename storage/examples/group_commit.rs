@@ -17,6 +17,11 @@
 //! same file system).
 #![allow(clippy::unwrap_used)]
 
+
+// The `metamesh` binary's allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -78,6 +83,23 @@ fn fsync_latency(dir: &std::path::Path, n: u32) -> f64 {
     s
 }
 
+/// Mean latency of one raw sled insert (a record-sized value) + `flush` in
+/// `dir`: the floor under one group commit through sled.
+fn sled_flush_latency(dir: &std::path::Path, n: u32) -> f64 {
+    let db = sled::Config::new()
+        .path(dir.join("sled-probe"))
+        .flush_every_ms(Some(500))
+        .open()
+        .unwrap();
+    let value = [7u8; 130];
+    let t = Instant::now();
+    for i in 0..n {
+        db.insert(i.to_be_bytes(), &value[..]).unwrap();
+        db.flush().unwrap();
+    }
+    t.elapsed().as_secs_f64() / f64::from(n)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let clients: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(16);
@@ -109,6 +131,8 @@ fn main() {
         }
     });
     let groups = writer.stats().groups.load(Ordering::Relaxed);
+    let apply_us = writer.stats().apply_us.load(Ordering::Relaxed);
+    let flush_us = writer.stats().flush_us.load(Ordering::Relaxed);
     writer.shutdown();
     drop(store);
     let gc_rate = n_gc as f64 / t_gc;
@@ -116,6 +140,12 @@ fn main() {
         "{clients} clients through one Writer: {n_gc} acknowledged in {t_gc:.1} s = {gc_rate:.0}/s; {groups} flushes ({:.0}/s), {:.1} patterns per flush",
         groups as f64 / t_gc,
         n_gc as f64 / groups.max(1) as f64
+    );
+    println!(
+        "  writer thread per group: plan + apply {:.3} ms, flush {:.3} ms; busy {:.0}% of the run",
+        apply_us as f64 / 1e3 / groups.max(1) as f64,
+        flush_us as f64 / 1e3 / groups.max(1) as f64,
+        (apply_us + flush_us) as f64 / 1e4 / t_gc
     );
 
     // Every acknowledged pattern is on disk (reopen; the writer's store was
@@ -134,6 +164,13 @@ fn main() {
     println!("reopened: {held} patterns held ≥ {n_gc} acknowledged");
     let fsync_after = fsync_latency(tmp.path(), 200);
     let fsync_s = (fsync_before + fsync_after) / 2.0;
+    let sled_s = sled_flush_latency(tmp.path(), 500);
+    println!(
+        "raw sled insert + flush: {:.2} ms; ceiling {clients} / that = {:.0}/s; achieved {:.0}% of it",
+        sled_s * 1e3,
+        clients as f64 / sled_s,
+        100.0 * gc_rate * sled_s / clients as f64
+    );
     let ceiling = clients as f64 / fsync_s;
     println!(
         "fsync (4 KiB append + fdatasync) on this disk: {:.2} ms before, {:.2} ms after; ceiling with {clients} clients each waiting for its acknowledgement = {clients} / fsync = {ceiling:.0}/s; achieved {:.0}% of it",

@@ -23,6 +23,11 @@
 //! Prints rates, ratios, and where the ingest time goes.
 #![allow(clippy::unwrap_used)]
 
+
+// The `metamesh` binary's allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::{Duration, Instant};

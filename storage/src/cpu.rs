@@ -26,10 +26,15 @@ pub(crate) fn pool() -> Option<&'static rayon::ThreadPool> {
     .as_ref()
 }
 
-/// Threads of the pool: the cores, capped at [`MAX_THREADS`].
+/// Threads of the pool: the cores, capped at [`MAX_THREADS`]. Read once:
+/// `available_parallelism` reads the cgroup's files on every call, which
+/// showed in the profile of small group commits.
 pub(crate) fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(MAX_THREADS)
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(MAX_THREADS)
+    })
 }

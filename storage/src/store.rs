@@ -171,6 +171,16 @@ pub(crate) struct Mem {
     pub own_origin: Option<PeerId>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let count = match self.mem.read() {
+            Ok(m) => m.merged.total(),
+            Err(poisoned) => poisoned.into_inner().merged.total(),
+        };
+        crate::recovery::final_mark(&self.path, count, || self.db.flush());
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,

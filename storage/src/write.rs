@@ -495,13 +495,22 @@ impl Store {
     /// that fails validation leaves the others standing; a storage error
     /// fails them all.
     pub(crate) fn write_group(&self, key: Option<&Keypair>, jobs: Vec<Batch>) -> Vec<R<Outcomes>> {
+        // Prepare under the write lock: two callers must not reserve own
+        // seqs in one order and apply them in the other (the later
+        // reservation would be refused as "own seqs moved"). The `Writer`
+        // prepares ahead on its signer thread, in its one FIFO order.
+        let mut ws = self.writer_state();
         let work = jobs.into_iter().map(|b| self.to_work(key, b)).collect();
-        self.write_work(work)
+        self.write_work_locked(&mut ws, work)
     }
 
     /// [`Store::write_group`] for jobs whose appends are already prepared.
     pub(crate) fn write_work(&self, jobs: Vec<Work>) -> Vec<R<Outcomes>> {
         let mut ws = self.writer_state();
+        self.write_work_locked(&mut ws, jobs)
+    }
+
+    fn write_work_locked(&self, ws: &mut WriterState, jobs: Vec<Work>) -> Vec<R<Outcomes>> {
         let tree = self.data();
         let mut plan = Plan {
             dict: self.dict_arc(),
@@ -513,7 +522,7 @@ impl Store {
             for job in jobs {
                 let r = match job {
                     Work::Batch(Batch::Insert(items)) => {
-                        self.plan_insert(&mut plan, tree, &mem, &mut ws, &items)
+                        self.plan_insert(&mut plan, tree, &mem, ws, &items)
                     }
                     Work::Batch(Batch::Decline(items)) => items
                         .iter()
@@ -521,7 +530,7 @@ impl Store {
                         .collect::<R<Vec<_>>>()
                         .map(Outcomes::Declined),
                     Work::Batch(Batch::Append(_)) => Err(corrupt("unprepared append")),
-                    Work::Prepared(p) => self.plan_prepared(&mut plan, tree, &mem, &mut ws, p),
+                    Work::Prepared(p) => self.plan_prepared(&mut plan, tree, &mem, ws, p),
                     Work::Failed(e) => Err(e),
                 };
                 results.push(r);
@@ -529,7 +538,7 @@ impl Store {
         }
         let (batch, commit) = {
             let mem = self.mem_read();
-            plan.finish(&mem, &ws)
+            plan.finish(&mem, ws)
         };
         let mut mem = self.mem_write();
         if let Err(e) = tree.apply_batch(batch) {

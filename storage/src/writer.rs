@@ -101,6 +101,10 @@ pub struct WriterStats {
     pub jobs: AtomicU64,
     /// Records (or patterns) in them.
     pub records: AtomicU64,
+    /// Time the writer thread spent planning and applying groups, µs.
+    pub apply_us: AtomicU64,
+    /// Time it spent in flushes, µs (the durable part of a group).
+    pub flush_us: AtomicU64,
 }
 
 /// A cloneable handle to the store's writer thread.
@@ -365,10 +369,18 @@ fn run(store: Store, rx: Lanes<LaneRx<Staged>>, limits: Limits, stats: &WriterSt
         }
         let (work, replies): (Vec<Work>, Vec<Reply>) =
             jobs.into_iter().map(|j| (j.work, j.reply)).unzip();
+        let started = std::time::Instant::now();
         let results = store.write_work(work);
+        let applied = std::time::Instant::now();
         // Keep the failure's kind (a full disk must stay a full disk for
         // the node's health check), not only its text.
         let flushed = store.flush().map_err(|e| (io_kind(&e), e.to_string()));
+        stats
+            .apply_us
+            .fetch_add(micros(applied - started), Ordering::Relaxed);
+        stats
+            .flush_us
+            .fetch_add(micros(applied.elapsed()), Ordering::Relaxed);
         stats.groups.fetch_add(1, Ordering::Relaxed);
         stats
             .jobs
@@ -385,6 +397,10 @@ fn run(store: Store, rx: Lanes<LaneRx<Staged>>, limits: Limits, stats: &WriterSt
             reply(r);
         }
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The I/O error kind behind a store error (`Other` when there is none).
