@@ -17,7 +17,6 @@
 //! same file system).
 #![allow(clippy::unwrap_used)]
 
-
 // The `metamesh` binary's allocator.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

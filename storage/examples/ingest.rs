@@ -23,7 +23,6 @@
 //! Prints rates, ratios, and where the ingest time goes.
 #![allow(clippy::unwrap_used)]
 
-
 // The `metamesh` binary's allocator.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -583,3 +583,35 @@ fn kv_helpers() {
     assert_eq!(li.len(), 1);
     assert_eq!(li[0].1.seq, 2);
 }
+
+#[test]
+fn concurrent_direct_appends_all_succeed_with_distinct_seqs() {
+    // Regression: appends prepared outside the write lock could reserve own
+    // seqs in one order and apply them in the other; the later one was then
+    // refused ("own seqs moved while the batch was signed").
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let k = key(9);
+    let seqs: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8u64)
+            .map(|t| {
+                let (store, k) = (&store, &k);
+                s.spawn(move || {
+                    (0..40u64)
+                        .map(|i| {
+                            let p = pattern(t * 1000 + i, Depth::Standard, 0.5);
+                            store.append_local(k, p).unwrap().1.seq
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let distinct: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(distinct.len(), 320, "every append got its own seq");
+    assert_eq!(store.pattern_count(), 320);
+}
