@@ -87,8 +87,19 @@ impl Store {
     /// received records (a different hash in the slot is equivocation, which
     /// [`Store::insert`] reports).
     pub fn holds(&self, origin: &PeerId, seq: u64, hash: &ContentHash) -> Result<bool, StoreError> {
-        let Some(id) = self.mem_read().origins.get(origin).copied() else {
-            return Ok(false);
+        let id = {
+            let mem = self.mem_read();
+            let Some(&id) = mem.origins.get(origin) else {
+                return Ok(false);
+            };
+            // Above the frontier with nothing pending the slot is empty: no
+            // sled read (which would wait for a running batch write).
+            if seq > mem.frontier.get(&id).copied().unwrap_or(0)
+                && mem.pending.get(&id).copied().unwrap_or(0) == 0
+            {
+                return Ok(false);
+            }
+            id
         };
         if let Some(v) = self.data().get(slot_key(keys::RECORD, id, seq))? {
             let body = keys::record_body(&v, &origin.to_bytes(), self.dict())

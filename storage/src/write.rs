@@ -540,11 +540,13 @@ impl Store {
             let mem = self.mem_read();
             plan.finish(&mem, ws)
         };
-        let mut mem = self.mem_write();
+        // sled first, memory second: a reader never sees a frontier ahead
+        // of the records, and it is not blocked while sled applies the
+        // batch (a reader that looks in between sees the old state, which
+        // only costs a duplicate the next plan detects).
         if let Err(e) = tree.apply_batch(batch) {
             // Nothing of the group is written: forget cached state it touched.
             ws.modes.clear();
-            drop(mem);
             self.seq_state().forget();
             let msg = e.to_string();
             return results
@@ -552,7 +554,7 @@ impl Store {
                 .map(|_| Err(StoreError::Corrupt(format!("write failed: {msg}"))))
                 .collect();
         }
-        commit.apply(&mut mem);
+        commit.apply(&mut self.mem_write());
         results
     }
 
