@@ -58,7 +58,10 @@ pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 /// totals are always exact).
 pub const MAX_REPORTED: usize = 1000;
 /// Patterns per store transaction during import.
-const IMPORT_BATCH: usize = 2048;
+// 1024, not 2048: smaller batches leave sled less garbage per atomic batch
+// (1M import: 428 vs 513 B/pattern on disk, peak RSS 224-240 vs 272 MiB, at
+// the same rate; docs/storage.md).
+const IMPORT_BATCH: usize = 1024;
 /// Lines sniffed by `auto` detection.
 const SNIFF_LINES: usize = 16;
 /// `platform` of the insights document this node writes.
