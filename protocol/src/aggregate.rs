@@ -183,10 +183,9 @@ pub struct RobustConfig {
     pub confirm_samples: f64,
     /// Widen the pooled posterior by the between-origin heterogeneity.
     pub random_effects: bool,
-    /// Contested pair (policy step 7): when the origins' contrasts between
-    /// the two leading depths disagree beyond noise, a peer whose contrast
-    /// is `|z|` from the robust centre keeps `min(1, (k/|z|)²)` of its say at
-    /// those two depths. Infinite = off.
+    /// Contested pair (policy step 7): a peer whose contrast between the
+    /// two leading depths is `|z|` from the robust (M-estimate) centre keeps
+    /// `min(1, (k/|z|)³)` of its say at those two depths. Infinite = off.
     pub contrast_huber: f64,
     /// Widen it by a pooled-mean vs robust-centre gap beyond noise.
     pub guard: bool,
