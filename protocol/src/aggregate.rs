@@ -183,10 +183,9 @@ pub struct RobustConfig {
     pub confirm_samples: f64,
     /// Widen the pooled posterior by the between-origin heterogeneity.
     pub random_effects: bool,
-    /// Contested pair (policy step 7): when the origins' contrasts between
-    /// the two leading depths disagree beyond noise, a peer whose contrast
-    /// is `|z|` from the robust centre keeps `min(1, (k/|z|)²)` of its say at
-    /// those two depths. Infinite = off.
+    /// Contested pair (policy step 7): a peer whose contrast between the
+    /// two leading depths is `|z|` from the robust (M-estimate) centre keeps
+    /// `min(1, (k/|z|)³)` of its say at those two depths. Infinite = off.
     pub contrast_huber: f64,
     /// Widen it by a pooled-mean vs robust-centre gap beyond noise.
     pub guard: bool,
@@ -615,23 +614,48 @@ mod tests {
         assert_eq!(agg.used.len(), 10);
     }
 
+    /// Random effects (and step 7 turned off): Q beyond its 95% point and
+    /// rare false exclusions widen about 5% of honest pools.
     #[test]
     fn random_effects_rarely_widens_honest_pools() {
-        let mut widened = 0;
-        let mut total = 0;
+        let cfg = RobustConfig {
+            contrast_huber: f64::INFINITY,
+            ..Default::default()
+        };
+        let (widened, total, _) = honest_pool_shrinkage(&cfg);
+        assert!(widened as f64 / (total as f64) < 0.1, "{widened}/{total}");
+    }
+
+    /// Policy step 7 runs at every evaluation, so an honest peer whose
+    /// contrast at the leading pair is a fluke loses part of its say there:
+    /// the cost to honest pools is bounded (measured: 13% of depths below
+    /// 95% of the merged samples, 95% of them kept on average; the
+    /// simulator's honest N = 10 mesh keeps its 11 median rounds to 90%).
+    #[test]
+    fn contested_pair_costs_honest_pools_little() {
+        let (widened, total, mean_ratio) = honest_pool_shrinkage(&RobustConfig::default());
+        assert!(widened as f64 / (total as f64) < 0.2, "{widened}/{total}");
+        assert!(mean_ratio > 0.93, "{mean_ratio}");
+    }
+
+    /// Over 200 honest meshes of 6 origins × 10 samples per depth: depths
+    /// pooled to less than 95% of the merged 60 samples, depths, and the
+    /// mean ratio of pooled to merged samples.
+    fn honest_pool_shrinkage(cfg: &RobustConfig) -> (usize, usize, f64) {
+        let (mut widened, mut total, mut ratio) = (0, 0, 0.0);
         for seed in 0..200 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let origins: Vec<_> = (0..6).map(|k| honest(k, MEANS, 10, &mut rng)).collect();
-            let agg = robust_aggregate(&origins, &RobustConfig::default());
+            let agg = robust_aggregate(&origins, cfg);
             for d in 0..5 {
                 total += 1;
+                ratio += agg.evidence[d].n / 60.0;
                 if agg.evidence[d].n < 0.95 * 60.0 {
                     widened += 1;
                 }
             }
         }
-        // Q beyond its 95% point (and rare false exclusions): ~5%.
-        assert!(widened as f64 / (total as f64) < 0.1, "{widened}/{total}");
+        (widened, total, ratio / total as f64)
     }
 
     #[test]

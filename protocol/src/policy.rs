@@ -72,14 +72,13 @@
 //! 7. **Contested pair** (`policy_contrast.rs`): the node's answer is decided
 //!    by the contrast `mean_A − mean_B` of its two leading pooled depths, and
 //!    a lie that swaps them moves that contrast twice as far as either mean.
-//!    When the origins' contrasts (each at its real precision) disagree more
-//!    than noise predicts (Cochran's Q above its 95% point), A and B are
-//!    re-pooled with each peer's say multiplied by `min(1, (k/|z|)²)`, `z`
-//!    its contrast's distance from the vote-weighted median contrast (the
-//!    anchors' own contrast where the median disagrees with them beyond
-//!    noise), `k` = [`RobustConfig::contrast_huber`]. Nobody is excluded or
-//!    charged; other depths are untouched; honest meshes, where Q rarely
-//!    fires, keep their efficiency.
+//!    At every evaluation A and B are re-pooled with each peer's say
+//!    multiplied by `min(1, (k/|z|)³)`, `z` its contrast's distance (at its
+//!    real precision) from a redescending M-estimate of the contrasts'
+//!    centre started at their vote-weighted median (the anchors' own
+//!    contrast where that centre disagrees with them beyond noise), `k` =
+//!    [`RobustConfig::contrast_huber`]. Nobody is excluded or charged; other
+//!    depths are untouched.
 //!
 //! Exploration does the rest: a top-two Thompson node *tries* what the
 //! pooled evidence recommends, so a lie that makes a bad depth look good is
@@ -96,8 +95,10 @@
 //!   Huber weight, and shrinks as the node's own evidence grows (the
 //!   contradiction test tightens as `1/√n`). A lie that swaps the leading
 //!   pair is weighed down by step 7 as far as its contrast sits outside the
-//!   others' (a liar at contrast `z` ≈ 2–3 keeps ¼–½ of its say there); the
-//!   contrast median breaks like the majority screen, at 50% of the vote.
+//!   others' (a liar at contrast `z` ≈ 2–3 keeps ⅛–½ of its say there); the
+//!   contrast centre breaks like the majority screen, at 50% of the vote,
+//!   and honest peers whose contrasts differ beyond noise (a heterogeneous
+//!   task) lose say at the pair too.
 //! * Any number of liars, and any number of identities, is tolerated at a
 //!   depth where the node has enough evidence of its own: the contradiction
 //!   test does not vote. Where the node has no evidence, the majority screen

@@ -4,14 +4,18 @@
 //! *swaps* the two leading depths moves their difference twice as far as
 //! either mean, and the difference is what decides the node's answer. So
 //! after pooling, the node looks at the contrast `mean_A − mean_B` of its two
-//! leading depths in every origin that reported both. When those contrasts
-//! disagree more than sampling noise predicts (Cochran's Q above its 95%
-//! point), each peer's say at A and B is weighed by how far its contrast sits
-//! from the robust centre — the vote-weighted median of the contrasts, or the
-//! anchors' own contrast where that median disagrees with them beyond noise —
-//! at the peer's real precision: `min(1, (k/|z|)²)`. Nobody is excluded or
-//! charged, no other depth changes, and an honest mesh (where Q rarely fires)
-//! keeps its efficiency.
+//! leading depths in every origin that reported both, and weighs each peer's
+//! say at A and B by how far its contrast sits from the robust centre, at the
+//! peer's real precision: `min(1, (k/|z|)³)`. The centre is a redescending
+//! M-estimate started at the vote-weighted median of the contrasts (the
+//! median alone is pulled towards liars who all sit on one side), or the
+//! anchors' own contrast where that centre disagrees with them beyond noise.
+//! Nobody is excluded or charged and no other depth changes. The step runs
+//! at every evaluation: an honest peer whose contrast is a fluke beyond `k`
+//! standard errors loses part of its say at the pair, which costs an honest
+//! mesh little (the fluke is one of many honest contrasts), while a gate
+//! (Cochran's Q) missed a third of the meshes where camouflaged liars decided
+//! the answer.
 
 use crate::aggregate::weighted_median;
 
@@ -30,18 +34,58 @@ pub(super) struct PairReport {
 /// The anchors' own contrast at the pair: (A − B, its sampling variance).
 pub(super) type AnchorContrast = Option<(f64, f64)>;
 
-/// Chi-square 95% point (Wilson–Hilferty) for `df` degrees of freedom.
-pub(super) fn chi2_95(df: f64) -> f64 {
-    let h = 2.0 / (9.0 * df);
-    df * (1.0 - h + 1.645 * h.sqrt()).powi(3)
+/// The say a contrast `|z|` standard errors from the centre keeps:
+/// `min(1, (k/|z|)³)`, a redescending weight (its pull on the centre falls
+/// as `1/z²`).
+fn contrast_weight(z: f64, k: f64) -> f64 {
+    let z = z.abs();
+    if z > k {
+        (k / z).powi(3)
+    } else {
+        1.0
+    }
 }
 
-/// Per-report multipliers of the say at A and B (all 1 when the contrasts
-/// agree within noise, when fewer than three origins reported both, or when
-/// `k` is not a positive finite number). A peer that reported only one of the
-/// pair gets the vote-weighted average multiplier of the assessed peers. `s2a`, `s2b` are the noise
-/// variances at A and B; `z_anchor` the threshold beyond which the anchors'
-/// contrast replaces the median as the centre.
+/// Iterations of the M-estimate of the centre ([`m_estimate`]).
+const M_ITERATIONS: usize = 8;
+
+/// A redescending M-estimate of the centre of the contrasts `(index,
+/// contrast, variance)`, started at `start` (their vote-weighted median):
+/// the vote- and precision-weighted mean, each contrast weighed by
+/// [`contrast_weight`] of its distance from the current centre. With liars
+/// all on one side the median sits a fraction of the honest spread towards
+/// them; the M-estimate, which weighs them down, much less so.
+fn m_estimate(
+    items: &[(usize, f64, f64)],
+    reports: &[PairReport],
+    start: f64,
+    ref_var: f64,
+    k: f64,
+) -> f64 {
+    let mut centre = start;
+    for _ in 0..M_ITERATIONS {
+        let (mut sw, mut swc) = (0.0, 0.0);
+        for &(i, c, v) in items {
+            let z = (c - centre) / (v + ref_var).sqrt();
+            let w = reports[i].vote.max(0.0) * contrast_weight(z, k) / v;
+            sw += w;
+            swc += w * c;
+        }
+        let next = swc / sw;
+        if !(sw > 0.0 && next.is_finite()) {
+            break;
+        }
+        centre = next;
+    }
+    centre
+}
+
+/// Per-report multipliers of the say at A and B (all 1 when fewer than three
+/// origins reported both, or when `k` is not a positive finite number). A
+/// peer that reported only one of the pair gets the vote-weighted average
+/// multiplier of the assessed peers. `s2a`, `s2b` are the noise variances at
+/// A and B; `z_anchor` the threshold beyond which the anchors' contrast
+/// replaces the M-estimate as the centre.
 pub(super) fn contested_weights(
     reports: &[PairReport],
     (s2a, s2b): (f64, f64),
@@ -65,16 +109,11 @@ pub(super) fn contested_weights(
         return mult;
     }
     let sw: f64 = items.iter().map(|x| 1.0 / x.2).sum();
-    let fixed = items.iter().map(|x| x.1 / x.2).sum::<f64>() / sw;
-    let q: f64 = items.iter().map(|x| (x.1 - fixed).powi(2) / x.2).sum();
-    if q <= chi2_95(items.len() as f64 - 1.0) {
-        return mult;
-    }
     let mut votes: Vec<(f64, f64)> = items
         .iter()
         .map(|&(i, c, _)| (c, reports[i].vote.max(0.0)))
         .collect();
-    let Some(mut centre) = weighted_median(&mut votes) else {
+    let Some(median) = weighted_median(&mut votes) else {
         return mult;
     };
     // The median's own sampling variance: (π/2)/Σ(1/v), and no less than a
@@ -82,6 +121,7 @@ pub(super) fn contested_weights(
     let mut vs: Vec<(f64, f64)> = items.iter().map(|x| (x.2, 1.0)).collect();
     let typical = weighted_median(&mut vs).unwrap_or(0.0);
     let mut ref_var = (std::f64::consts::FRAC_PI_2 / sw).max(typical / items.len() as f64);
+    let mut centre = m_estimate(&items, reports, median, ref_var, k);
     if let Some((ac, av)) = anchor.filter(|(c, v)| c.is_finite() && v.is_finite()) {
         if (centre - ac).abs() > z_anchor * (av + ref_var).sqrt() {
             centre = ac;
@@ -95,10 +135,7 @@ pub(super) fn contested_weights(
         if reports[i].anchor {
             continue;
         }
-        let z = ((c - centre) / (v + ref_var).sqrt()).abs();
-        if z > k {
-            mult[i] = (k / z).powi(2);
-        }
+        mult[i] = contrast_weight((c - centre) / (v + ref_var).sqrt(), k);
         let vote = reports[i].vote.max(0.0);
         kept += vote * mult[i];
         votes_in += vote;

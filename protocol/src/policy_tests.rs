@@ -386,3 +386,35 @@ fn camouflaged_swap_is_outweighed_by_the_contested_pair() {
         robust_aggregate(&honest, &RobustConfig::default()).evidence
     );
 }
+
+/// Issue 9, camouflage at 1000 seeds: the honest contrasts are spread by
+/// sampling noise and the five liars (a third of the origins) all sit on one
+/// side, so the median contrast is pulled towards them and the honest peers
+/// on the far side looked like outliers. The M-estimate centre and the cubic
+/// weight (policy step 7) leave the liars too little say to swap the pair;
+/// the honest merged data (`deep` 0.015 ahead) decides. The previous step 7
+/// (median centre, squared weight, Q gate) named `thorough`.
+#[test]
+fn camouflaged_swap_loses_to_spread_honest_contrasts() {
+    let (a, b) = (Depth::Deep, Depth::Thorough);
+    let offsets = [-0.05, -0.03, -0.02, -0.01, 0.0, 0.01, 0.02, 0.03, 0.05];
+    let mut origins = vec![me(pair((a, 0.70), (b, 0.685), 12))];
+    for (k, off) in offsets.iter().enumerate() {
+        let half = off / 2.0;
+        origins.push(peer(
+            k as u32 + 1,
+            pair((a, 0.70 + half), (b, 0.685 - half), 30),
+        ));
+    }
+    let lie = pair((a, 0.655), (b, 0.73), 20);
+    origins.extend((20..25).map(|k| peer(k, lie)));
+    let agg = robust_aggregate(&origins, &RobustConfig::default());
+    let (ea, eb) = (agg.evidence[a.index()], agg.evidence[b.index()]);
+    assert!(
+        ea.mean > eb.mean + 0.001,
+        "the swap won: {:?}",
+        agg.evidence
+    );
+    assert!(charged(&agg).is_empty(), "down-weighting charges nobody");
+    assert_eq!(agg.used.len(), 15, "nobody is excluded");
+}
