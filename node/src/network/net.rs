@@ -15,14 +15,18 @@ use libp2p::{identify, kad, Multiaddr, PeerId, Swarm};
 use metamesh_protocol::sync::{SyncRequest as PatternRequest, SyncResponse as PatternResponse};
 
 use super::behaviour::{MeshBehaviour, MeshBehaviourEvent};
+use super::peers::{self, PeerBook, PeerLimits};
 use super::{codec, NetError, NetworkConfig, TopicKind, Topics};
 
 /// Most addresses remembered per peer.
 const MAX_ADDRS_PER_PEER: usize = 8;
 /// Most peers remembered (connected or not).
 const MAX_KNOWN_PEERS: usize = 4096;
-/// How often kad re-runs a bootstrap query to discover more of the mesh.
+/// Kad re-runs a bootstrap query (a closest-peer walk) at most this often,
+/// and only while the node holds fewer than its target of peers.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the peer manager prunes excess peers and dials below target.
+const PEER_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// What the network reports to the actor.
 #[derive(Debug)]
@@ -80,21 +84,62 @@ pub struct Net {
     topics: Topics,
     cfg: NetworkConfig,
     known: HashMap<PeerId, Vec<Multiaddr>>,
-    connected: HashSet<PeerId>,
-    discovery: tokio::time::Interval,
+    /// Connected peers, dials in flight, cooldowns (the peer manager).
+    book: PeerBook,
+    limits: PeerLimits,
+    /// Peers refused at once (their connect and close are not reported).
+    refused: HashSet<PeerId>,
+    /// When kad last started a bootstrap walk.
+    last_discovery: Option<std::time::Instant>,
+    heartbeat: tokio::time::Interval,
+    /// What the peer manager did (for `metamesh swarm` and the metrics).
+    pub counters: PeerCounters,
+}
+
+/// Counts of the peer manager's actions since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerCounters {
+    /// Connections established (first connection to a peer).
+    pub connected: u64,
+    /// Peers disconnected because we held more than `max`.
+    pub pruned: u64,
+    /// Inbound peers refused at once (pruned by us within the cooldown).
+    pub refused: u64,
+    /// Peers dialled by discovery.
+    pub dialled: u64,
+    /// Kad bootstrap walks started.
+    pub discoveries: u64,
+}
+
+/// Unix seconds (the peer manager's clock; decisions take it as input).
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl Net {
     pub fn new(swarm: Swarm<MeshBehaviour>, topics: Topics, cfg: NetworkConfig) -> Net {
-        let mut discovery = tokio::time::interval(DISCOVERY_INTERVAL);
-        discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(PEER_HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let limits = PeerLimits::new(
+            cfg.target_peers,
+            cfg.max_peers,
+            cfg.peer_grace.as_secs_f64(),
+            cfg.reconnect_cooldown.as_secs_f64(),
+        );
         Net {
             swarm,
             topics,
             cfg,
             known: HashMap::new(),
-            connected: HashSet::new(),
-            discovery,
+            book: PeerBook::default(),
+            limits,
+            refused: HashSet::new(),
+            last_discovery: None,
+            heartbeat,
+            counters: PeerCounters::default(),
         }
     }
 
@@ -112,11 +157,7 @@ impl Net {
                         return ev;
                     }
                 }
-                _ = self.discovery.tick() => {
-                    if !self.connected.is_empty() {
-                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
-                    }
-                }
+                _ = self.heartbeat.tick() => self.on_heartbeat(),
             }
         }
     }
@@ -192,15 +233,16 @@ impl Net {
 
     /// Close every connection to `peer` (it may come back).
     pub fn disconnect(&mut self, peer: PeerId) {
+        self.book.on_closing(peer, now_secs());
         let _ = self.swarm.disconnect_peer_id(peer);
     }
 
     pub fn connected_count(&self) -> usize {
-        self.connected.len()
+        self.book.connected_len()
     }
 
     pub fn is_connected(&self, peer: &PeerId) -> bool {
-        self.connected.contains(peer)
+        self.book.is_connected(peer)
     }
 
     pub fn peers(&self) -> Vec<PeerSnapshot> {
@@ -211,11 +253,11 @@ impl Net {
             .map(|(p, addrs)| PeerSnapshot {
                 peer: *p,
                 addrs: addrs.clone(),
-                connected: self.connected.contains(p),
+                connected: self.book.is_connected(p),
                 gossip_score: gs.peer_score(p),
             })
             .collect();
-        for p in &self.connected {
+        for (p, _, _) in self.book.connected() {
             if !self.known.contains_key(p) {
                 out.push(PeerSnapshot {
                     peer: *p,
@@ -252,6 +294,82 @@ impl Net {
         }
     }
 
+    /// Start a kad bootstrap walk, at most once per [`DISCOVERY_INTERVAL`].
+    fn discover(&mut self) {
+        let due = self
+            .last_discovery
+            .is_none_or(|t| t.elapsed() >= DISCOVERY_INTERVAL);
+        if due && self.swarm.behaviour_mut().kad.bootstrap().is_ok() {
+            self.last_discovery = Some(std::time::Instant::now());
+            self.counters.discoveries += 1;
+        }
+    }
+
+    /// The peer manager's beat: prune above `max`, dial known peers below
+    /// `target`, and look for more (kad) only while below target.
+    fn on_heartbeat(&mut self) {
+        let now = now_secs();
+        self.book.expire(now);
+        self.refused.retain(|p| self.swarm.is_connected(p));
+        let mesh: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_mesh_peers()
+            .copied()
+            .collect();
+        let gs = &self.swarm.behaviour().gossipsub;
+        let connected: Vec<peers::Connected> = self
+            .book
+            .connected()
+            .filter(|(p, _, _)| !self.refused.contains(p))
+            .map(|(p, since, outbound)| peers::Connected {
+                peer: *p,
+                since,
+                outbound,
+                in_mesh: mesh.contains(p),
+                protected: self.cfg.protected.contains(p),
+                score: gs.peer_score(p).unwrap_or(0.0),
+            })
+            .collect();
+        for p in peers::to_prune(&connected, &self.limits, now) {
+            tracing::debug!(peer = %p, "pruning an excess peer");
+            self.counters.pruned += 1;
+            self.book.on_pruned(p, &self.limits, now);
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+        if !self.book.below_target(&self.limits) {
+            return;
+        }
+        // Known peers not connected, in an order of our own (each node
+        // prefers different ones, so no one peer attracts every dial).
+        let me = self.local_peer().to_bytes();
+        let mut known: Vec<(blake3::Hash, PeerId)> = self
+            .known
+            .keys()
+            .filter(|p| **p != self.local_peer() && !self.cfg.denied.contains(p))
+            .map(|p| {
+                let mut h = blake3::Hasher::new();
+                h.update(&me);
+                h.update(&p.to_bytes());
+                (h.finalize(), *p)
+            })
+            .collect();
+        known.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let order: Vec<PeerId> = known.into_iter().map(|(_, p)| p).collect();
+        for p in self.book.dials(&order, &self.limits, now) {
+            self.counters.dialled += 1;
+            let addrs = self.known.get(&p).cloned().unwrap_or_default();
+            let opts = DialOpts::peer_id(p).addresses(addrs).build();
+            if self.swarm.dial(opts).is_err() {
+                self.book.on_dial_failed(&p);
+            }
+        }
+        if self.book.connected_len() > 0 && self.book.below_target(&self.limits) {
+            self.discover();
+        }
+    }
+
     fn on_swarm_event(&mut self, ev: SwarmEvent<MeshBehaviourEvent>) -> Option<NetEvent> {
         match ev {
             SwarmEvent::Behaviour(MeshBehaviourEvent::Gossipsub(e)) => return self.on_gossip(e),
@@ -275,15 +393,19 @@ impl Net {
                 peer,
                 addresses,
                 ..
-            })) if self.connected.len() < self.cfg.target_peers
-                && !self.connected.contains(&peer)
-                && peer != *self.swarm.local_peer_id()
-                && !self.cfg.denied.contains(&peer) =>
-            {
-                let opts = DialOpts::peer_id(peer)
-                    .addresses(addresses.into_vec())
-                    .build();
-                let _ = self.swarm.dial(opts);
+            })) if peer != *self.swarm.local_peer_id() && !self.cfg.denied.contains(&peer) => {
+                for a in addresses.iter() {
+                    self.remember(peer, a.clone());
+                }
+                if self.book.want_dial(peer, &self.limits, now_secs()) {
+                    self.counters.dialled += 1;
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addresses.into_vec())
+                        .build();
+                    if self.swarm.dial(opts).is_err() {
+                        self.book.on_dial_failed(&peer);
+                    }
+                }
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -296,10 +418,21 @@ impl Net {
                     self.remember(peer_id, addr);
                 }
                 if num_established.get() == 1 {
-                    let first = self.connected.is_empty();
-                    self.connected.insert(peer_id);
+                    let first = self.book.connected_len() == 0;
+                    let now = now_secs();
+                    if !self
+                        .book
+                        .on_connected(peer_id, endpoint.is_dialer(), &self.limits, now)
+                    {
+                        // We pruned it moments ago and hold enough peers.
+                        self.counters.refused += 1;
+                        self.refused.insert(peer_id);
+                        let _ = self.swarm.disconnect_peer_id(peer_id);
+                        return None;
+                    }
+                    self.counters.connected += 1;
                     if first {
-                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                        self.discover();
                     }
                     return Some(NetEvent::PeerConnected { peer: peer_id });
                 }
@@ -309,7 +442,10 @@ impl Net {
                 num_established: 0,
                 ..
             } => {
-                self.connected.remove(&peer_id);
+                self.book.on_disconnected(peer_id, &self.limits, now_secs());
+                if self.refused.remove(&peer_id) {
+                    return None;
+                }
                 return Some(NetEvent::PeerDisconnected { peer: peer_id });
             }
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -317,6 +453,9 @@ impl Net {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some(p) = peer_id {
+                    self.book.on_dial_failed(&p);
+                }
             }
             _ => {}
         }
