@@ -409,7 +409,7 @@ impl Actor {
             .sh
             .peer_counters
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = self.net.counters;
+            .unwrap_or_else(|p| p.into_inner()) = self.net.counters();
     }
 
     pub(super) fn peer_addrs_to_save(&self) -> Vec<(PeerId, Vec<String>)> {

@@ -17,6 +17,7 @@
 //! the views whenever propagation completes within the deadline.
 
 mod measure;
+mod mesh;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -45,8 +46,6 @@ pub const NOISE_SD: f64 = 0.1;
 const ATP_BUDGET: f64 = 200.0;
 /// Most time one round waits for propagation.
 const ROUND_DEADLINE: Duration = Duration::from_secs(15);
-/// Most time the mesh gets to settle before the rounds.
-const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RoundReport {
@@ -109,18 +108,9 @@ pub struct SwarmSummary {
     pub alone_p_best_by_round: Vec<f64>,
     pub alone_rounds_to_90: Option<usize>,
     pub wall_secs: f64,
-    /// Connected peers per node when the rounds ended: min, mean, max.
-    pub connections_min: usize,
-    pub connections_mean: f64,
-    pub connections_max: usize,
-    /// During the rounds, summed over nodes: connections established, peers
-    /// pruned (above `peers.max`) and reconnections refused.
-    pub connections_opened: u64,
-    pub peers_pruned: u64,
-    pub peers_refused: u64,
-    /// Time from the last node's start until the mesh settled (every node
-    /// within its peer bounds) and the rounds began.
-    pub settle_ms: u64,
+    /// Connections per node and the peer manager's work.
+    #[serde(flatten)]
+    pub mesh: mesh::MeshReport,
     /// The machine's load average (1, 5, 15 min) when the rounds ended.
     pub load_average: Option<[f64; 3]>,
     pub per_round: Vec<RoundReport>,
@@ -190,15 +180,13 @@ fn true_worst() -> Depth {
         .unwrap_or(Depth::Minimal)
 }
 
-/// A node's configuration: the defaults, the sharing cadence of a small
-/// lab mesh, then the `METAMESH_*` environment variables a real node reads
-/// (so `METAMESH_PEERS_TARGET=4 metamesh swarm …` measures another peer
-/// target), then loopback listening and node 0 as the bootstrap peer.
+/// A node's configuration: the defaults a real node has, then the
+/// `METAMESH_*` environment variables a real node reads (so
+/// `METAMESH_PEERS_TARGET=4 metamesh swarm …` measures another peer target
+/// with no swarm-only knob), then loopback listening and node 0 as the
+/// bootstrap peer.
 fn node_config(bootstrap: Option<&RunningNode>, env: &[(String, String)]) -> Result<Config> {
     let mut cfg = Config::default();
-    cfg.sharing.announce_interval_secs = 1;
-    cfg.sharing.announce_debounce_ms = 30;
-    cfg.sharing.insight_min_interval_secs = 1;
     cfg.apply_env(env).context("METAMESH_* environment")?;
     cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
     cfg.bootstrap = bootstrap
@@ -295,17 +283,7 @@ pub fn swarm(_g: &GlobalArgs, a: SwarmArgs) -> Result<()> {
             summary.rounds,
             summary.wall_secs
         )?;
-        writeln!(
-            out,
-            "connections per node: {}-{} (mean {:.1}); during the rounds {} opened, {} pruned, {} refused; settled in {} ms",
-            summary.connections_min,
-            summary.connections_max,
-            summary.connections_mean,
-            summary.connections_opened,
-            summary.peers_pruned,
-            summary.peers_refused,
-            summary.settle_ms
-        )?;
+        writeln!(out, "{}", summary.mesh)?;
     }
     Ok(())
 }
@@ -355,40 +333,9 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         .with_context(|| format!("starting node {i}"))?;
         nodes.push(n);
     }
-    // Wait until everyone is connected to someone (and node 0 to everyone).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut ok = true;
-        for (i, n) in nodes.iter().enumerate() {
-            let c = n.node.stats().await.map(|s| s.connected_peers).unwrap_or(0);
-            if (i == 0 && c + 1 < a.nodes as u64) || (i > 0 && c == 0) {
-                ok = false;
-            }
-        }
-        if ok || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Then until the peer manager settled: every node within its bounds
-    // (node 0, everyone's bootstrap, prunes its excess once their grace is
-    // over) — the steady state a running mesh is in.
-    let settle_start = Instant::now();
-    let settle_deadline = settle_start + SETTLE_DEADLINE;
     let most = node_config(None, &env)?.peers.max as u64;
-    loop {
-        let mut ok = true;
-        for n in &nodes {
-            let c = n.node.stats().await.map(|s| s.connected_peers).unwrap_or(0);
-            ok &= (1..=most).contains(&c) || a.nodes == 1;
-        }
-        if ok || Instant::now() > settle_deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let settle_ms = settle_start.elapsed().as_millis() as u64;
-    let counters_start: Vec<_> = nodes.iter().map(|n| n.peer_counters()).collect();
+    let settle_ms = mesh::settle(&nodes, most).await;
+    let counters_start = mesh::counters(&nodes);
 
     // Every node reports each pattern it stores from a peer: when did the
     // last node get it?
@@ -562,17 +509,7 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         w.abort();
     }
     let load_average = measure::load_average();
-    let mut conns = Vec::with_capacity(nodes.len());
-    for n in &nodes {
-        conns.push(n.node.stats().await.map(|s| s.connected_peers).unwrap_or(0) as usize);
-    }
-    let (mut opened, mut pruned, mut refused) = (0, 0, 0);
-    for (n, before) in nodes.iter().zip(&counters_start) {
-        let now = n.peer_counters();
-        opened += now.connected.saturating_sub(before.connected);
-        pruned += now.pruned.saturating_sub(before.pruned);
-        refused += now.refused.saturating_sub(before.refused);
-    }
+    let mesh_report = mesh::report(&nodes, &counters_start, settle_ms).await;
     let latency: LatencySummary = measure::summarise(&lock(&arrivals).latencies(a.nodes));
     let record_bytes = mean_record_bytes(&nodes[0]);
     let mut exchanged = 0;
@@ -630,13 +567,7 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         alone_rounds_to_90: measure::rounds_to_90(&alone),
         alone_p_best_by_round: alone,
         wall_secs: started.elapsed().as_secs_f64(),
-        connections_min: conns.iter().copied().min().unwrap_or(0),
-        connections_mean: conns.iter().sum::<usize>() as f64 / conns.len().max(1) as f64,
-        connections_max: conns.iter().copied().max().unwrap_or(0),
-        connections_opened: opened,
-        peers_pruned: pruned,
-        peers_refused: refused,
-        settle_ms,
+        mesh: mesh_report,
         load_average,
         per_round,
     })

@@ -10,6 +10,7 @@
 pub mod behaviour;
 pub mod codec;
 pub mod driver;
+pub mod gate;
 pub mod net;
 pub mod peers;
 
@@ -173,6 +174,11 @@ pub fn build(key: libp2p::identity::Keypair, cfg: NetworkConfig) -> Result<Net, 
             }
             swarm.behaviour_mut().kad.add_address(&peer, a.clone());
             swarm.add_peer_address(peer, a);
+            swarm
+                .behaviour_mut()
+                .gate
+                .book
+                .note_dial(peer, net::now_secs());
         }
         if let Err(e) = swarm.dial(addr.clone()) {
             tracing::warn!(%addr, error = %e, "bootstrap dial failed");

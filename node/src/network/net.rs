@@ -15,7 +15,8 @@ use libp2p::{identify, kad, Multiaddr, PeerId, Swarm};
 use metamesh_protocol::sync::{SyncRequest as PatternRequest, SyncResponse as PatternResponse};
 
 use super::behaviour::{MeshBehaviour, MeshBehaviourEvent};
-use super::peers::{self, PeerBook, PeerLimits};
+use super::gate::Gate;
+use super::peers;
 use super::{codec, NetError, NetworkConfig, TopicKind, Topics};
 
 /// Most addresses remembered per peer.
@@ -84,16 +85,11 @@ pub struct Net {
     topics: Topics,
     cfg: NetworkConfig,
     known: HashMap<PeerId, Vec<Multiaddr>>,
-    /// Connected peers, dials in flight, cooldowns (the peer manager).
-    book: PeerBook,
-    limits: PeerLimits,
-    /// Peers refused at once (their connect and close are not reported).
-    refused: HashSet<PeerId>,
     /// When kad last started a bootstrap walk.
     last_discovery: Option<std::time::Instant>,
     heartbeat: tokio::time::Interval,
-    /// What the peer manager did (for `metamesh swarm` and the metrics).
-    pub counters: PeerCounters,
+    /// What the peer manager did (for `metamesh swarm`); see [`Net::counters`].
+    counters: PeerCounters,
 }
 
 /// Counts of the peer manager's actions since start.
@@ -103,7 +99,8 @@ pub struct PeerCounters {
     pub connected: u64,
     /// Peers disconnected because we held more than `max`.
     pub pruned: u64,
-    /// Inbound peers refused at once (pruned by us within the cooldown).
+    /// Connections the gate refused (a peer we pruned dialling back, a kad
+    /// walk's dials once we hold our target).
     pub refused: u64,
     /// Peers dialled by discovery.
     pub dialled: u64,
@@ -112,7 +109,7 @@ pub struct PeerCounters {
 }
 
 /// Unix seconds (the peer manager's clock; decisions take it as input).
-fn now_secs() -> f64 {
+pub(super) fn now_secs() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -123,20 +120,11 @@ impl Net {
     pub fn new(swarm: Swarm<MeshBehaviour>, topics: Topics, cfg: NetworkConfig) -> Net {
         let mut heartbeat = tokio::time::interval(PEER_HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let limits = PeerLimits::new(
-            cfg.target_peers,
-            cfg.max_peers,
-            cfg.peer_grace.as_secs_f64(),
-            cfg.reconnect_cooldown.as_secs_f64(),
-        );
         Net {
             swarm,
             topics,
             cfg,
             known: HashMap::new(),
-            book: PeerBook::default(),
-            limits,
-            refused: HashSet::new(),
             last_discovery: None,
             heartbeat,
             counters: PeerCounters::default(),
@@ -215,6 +203,7 @@ impl Net {
     pub fn dial(&mut self, addr: Multiaddr) -> Result<(), NetError> {
         if let Some((a, peer)) = super::split_peer_addr(&addr) {
             self.swarm.behaviour_mut().kad.add_address(&peer, a);
+            self.gate().book.note_dial(peer, now_secs());
         }
         self.swarm
             .dial(addr.clone())
@@ -233,31 +222,32 @@ impl Net {
 
     /// Close every connection to `peer` (it may come back).
     pub fn disconnect(&mut self, peer: PeerId) {
-        self.book.on_closing(peer, now_secs());
+        self.gate().book.on_closing(peer, now_secs());
         let _ = self.swarm.disconnect_peer_id(peer);
     }
 
     pub fn connected_count(&self) -> usize {
-        self.book.connected_len()
+        self.swarm.behaviour().gate.book.connected_len()
     }
 
     pub fn is_connected(&self, peer: &PeerId) -> bool {
-        self.book.is_connected(peer)
+        self.swarm.behaviour().gate.book.is_connected(peer)
     }
 
     pub fn peers(&self) -> Vec<PeerSnapshot> {
         let gs = &self.swarm.behaviour().gossipsub;
+        let book = &self.swarm.behaviour().gate.book;
         let mut out: Vec<PeerSnapshot> = self
             .known
             .iter()
             .map(|(p, addrs)| PeerSnapshot {
                 peer: *p,
                 addrs: addrs.clone(),
-                connected: self.book.is_connected(p),
+                connected: book.is_connected(p),
                 gossip_score: gs.peer_score(p),
             })
             .collect();
-        for (p, _, _) in self.book.connected() {
+        for (p, _, _) in book.connected() {
             if !self.known.contains_key(p) {
                 out.push(PeerSnapshot {
                     peer: *p,
@@ -294,6 +284,18 @@ impl Net {
         }
     }
 
+    fn gate(&mut self) -> &mut Gate {
+        &mut self.swarm.behaviour_mut().gate
+    }
+
+    /// What the peer manager did so far.
+    pub fn counters(&self) -> PeerCounters {
+        PeerCounters {
+            refused: self.swarm.behaviour().gate.refused,
+            ..self.counters
+        }
+    }
+
     /// Start a kad bootstrap walk, at most once per [`DISCOVERY_INTERVAL`].
     fn discover(&mut self) {
         let due = self
@@ -309,8 +311,7 @@ impl Net {
     /// `target`, and look for more (kad) only while below target.
     fn on_heartbeat(&mut self) {
         let now = now_secs();
-        self.book.expire(now);
-        self.refused.retain(|p| self.swarm.is_connected(p));
+        self.gate().book.expire(now);
         let mesh: HashSet<PeerId> = self
             .swarm
             .behaviour()
@@ -319,10 +320,11 @@ impl Net {
             .copied()
             .collect();
         let gs = &self.swarm.behaviour().gossipsub;
-        let connected: Vec<peers::Connected> = self
+        let gate = &self.swarm.behaviour().gate;
+        let limits = gate.limits;
+        let connected: Vec<peers::Connected> = gate
             .book
             .connected()
-            .filter(|(p, _, _)| !self.refused.contains(p))
             .map(|(p, since, outbound)| peers::Connected {
                 peer: *p,
                 since,
@@ -332,13 +334,13 @@ impl Net {
                 score: gs.peer_score(p).unwrap_or(0.0),
             })
             .collect();
-        for p in peers::to_prune(&connected, &self.limits, now) {
+        for p in peers::to_prune(&connected, &limits, now) {
             tracing::debug!(peer = %p, "pruning an excess peer");
             self.counters.pruned += 1;
-            self.book.on_pruned(p, &self.limits, now);
+            self.gate().book.on_pruned(p, &limits, now);
             let _ = self.swarm.disconnect_peer_id(p);
         }
-        if !self.book.below_target(&self.limits) {
+        if !self.gate().book.below_target(&limits) {
             return;
         }
         // Known peers not connected, in an order of our own (each node
@@ -357,15 +359,19 @@ impl Net {
             .collect();
         known.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let order: Vec<PeerId> = known.into_iter().map(|(_, p)| p).collect();
-        for p in self.book.dials(&order, &self.limits, now) {
+        let dials = self.gate().book.dials(&order, &limits, now);
+        let dialled = !dials.is_empty();
+        for p in dials {
             self.counters.dialled += 1;
             let addrs = self.known.get(&p).cloned().unwrap_or_default();
             let opts = DialOpts::peer_id(p).addresses(addrs).build();
             if self.swarm.dial(opts).is_err() {
-                self.book.on_dial_failed(&p);
+                self.gate().book.on_dial_failed(&p);
             }
         }
-        if self.book.connected_len() > 0 && self.book.below_target(&self.limits) {
+        // A kad walk connects to every peer it queries (churn for them):
+        // only when no known peer is left to dial.
+        if !dialled && self.connected_count() > 0 && self.gate().book.below_target(&limits) {
             self.discover();
         }
     }
@@ -397,13 +403,15 @@ impl Net {
                 for a in addresses.iter() {
                     self.remember(peer, a.clone());
                 }
-                if self.book.want_dial(peer, &self.limits, now_secs()) {
+                let gate = self.gate();
+                let limits = gate.limits;
+                if gate.book.want_dial(peer, &limits, now_secs()) {
                     self.counters.dialled += 1;
                     let opts = DialOpts::peer_id(peer)
                         .addresses(addresses.into_vec())
                         .build();
                     if self.swarm.dial(opts).is_err() {
-                        self.book.on_dial_failed(&peer);
+                        self.gate().book.on_dial_failed(&peer);
                     }
                 }
             }
@@ -418,18 +426,11 @@ impl Net {
                     self.remember(peer_id, addr);
                 }
                 if num_established.get() == 1 {
-                    let first = self.book.connected_len() == 0;
+                    let first = self.connected_count() == 0;
                     let now = now_secs();
-                    if !self
+                    self.gate()
                         .book
-                        .on_connected(peer_id, endpoint.is_dialer(), &self.limits, now)
-                    {
-                        // We pruned it moments ago and hold enough peers.
-                        self.counters.refused += 1;
-                        self.refused.insert(peer_id);
-                        let _ = self.swarm.disconnect_peer_id(peer_id);
-                        return None;
-                    }
+                        .on_connected(peer_id, endpoint.is_dialer(), now);
                     self.counters.connected += 1;
                     if first {
                         self.discover();
@@ -442,10 +443,9 @@ impl Net {
                 num_established: 0,
                 ..
             } => {
-                self.book.on_disconnected(peer_id, &self.limits, now_secs());
-                if self.refused.remove(&peer_id) {
-                    return None;
-                }
+                let gate = self.gate();
+                let limits = gate.limits;
+                gate.book.on_disconnected(peer_id, &limits, now_secs());
                 return Some(NetEvent::PeerDisconnected { peer: peer_id });
             }
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -454,7 +454,7 @@ impl Net {
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
                 if let Some(p) = peer_id {
-                    self.book.on_dial_failed(&p);
+                    self.gate().book.on_dial_failed(&p);
                 }
             }
             _ => {}

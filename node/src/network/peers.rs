@@ -134,26 +134,39 @@ impl PeerBook {
         self.connected.iter().map(|(p, (s, o))| (p, *s, *o))
     }
 
-    /// A first connection to `peer` was established. Returns `false` when
-    /// the peer should be refused at once: we pruned it within the cooldown
-    /// and already hold `target` peers (an outbound connection — our own
-    /// dial — is never refused).
-    pub fn on_connected(
-        &mut self,
-        peer: PeerId,
-        outbound: bool,
-        limits: &PeerLimits,
-        now: f64,
-    ) -> bool {
+    /// A first connection to `peer` was established.
+    pub fn on_connected(&mut self, peer: PeerId, outbound: bool, now: f64) {
         self.dialling.remove(&peer);
-        let refused = !outbound
-            && self.connected.len() >= limits.target
-            && matches!(self.cooling.get(&peer), Some((until, Cooling::Pruned)) if *until > now);
-        if refused {
-            self.closing.insert(peer, now);
-        }
         self.connected.insert(peer, (now, outbound));
-        !refused
+    }
+
+    /// Whether to let an inbound connection from `peer` in: not when we
+    /// pruned it within the cooldown and already hold `target` peers.
+    pub fn allows_inbound(&self, peer: &PeerId, limits: &PeerLimits, now: f64) -> bool {
+        let pruned =
+            matches!(self.cooling.get(peer), Some((until, Cooling::Pruned)) if *until > now);
+        !(pruned && self.connected.len() >= limits.target)
+    }
+
+    /// Whether to let an outbound connection attempt to `peer` go: ours
+    /// (recorded by [`PeerBook::want_dial`] or [`PeerBook::note_dial`]) and
+    /// further connections to a connected peer always; anyone else's (a kad
+    /// walk's) only while we hold fewer than `target` peers counting dials
+    /// in flight, and never to a peer cooling down. A `true` for a new peer
+    /// records the dial.
+    pub fn allows_outbound(&mut self, peer: PeerId, limits: &PeerLimits, now: f64) -> bool {
+        if self.dialling.contains_key(&peer) || self.connected.contains_key(&peer) {
+            return true;
+        }
+        self.want_dial(peer, limits, now)
+    }
+
+    /// A dial the node asked for by address (bootstrap, the parent): let
+    /// it through whatever the count.
+    pub fn note_dial(&mut self, peer: PeerId, now: f64) {
+        if !self.connected.contains_key(&peer) {
+            self.dialling.insert(peer, now);
+        }
     }
 
     /// The last connection to `peer` closed. A close we did not ask for

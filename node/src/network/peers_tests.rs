@@ -88,18 +88,20 @@ fn pruned_peer_is_refused_while_we_hold_target_then_let_in() {
     let l = limits();
     let mut b = PeerBook::default();
     for _ in 0..3 {
-        assert!(b.on_connected(PeerId::random(), true, &l, 0.0));
+        b.on_connected(PeerId::random(), true, 0.0);
     }
     let p = PeerId::random();
-    assert!(b.on_connected(p, false, &l, 0.0));
+    assert!(b.allows_inbound(&p, &l, 0.0));
+    b.on_connected(p, false, 0.0);
     b.on_pruned(p, &l, 20.0);
     b.on_disconnected(p, &l, 20.1);
     assert!(!b.is_connected(&p));
-    // It dials back within the cooldown: refused (we hold 3 = target).
-    assert!(!b.on_connected(p, false, &l, 30.0));
-    b.on_disconnected(p, &l, 30.1);
+    // It dials back within the cooldown: refused (we hold 3 = target) …
+    assert!(!b.allows_inbound(&p, &l, 30.0));
+    // … and we do not dial it either.
+    assert!(!b.allows_outbound(p, &l, 30.0));
     // After the cooldown it is let in.
-    assert!(b.on_connected(p, false, &l, 81.0));
+    assert!(b.allows_inbound(&p, &l, 81.0));
 }
 
 #[test]
@@ -107,10 +109,32 @@ fn pruned_peer_is_let_in_when_we_are_below_target() {
     let l = limits();
     let mut b = PeerBook::default();
     let p = PeerId::random();
-    b.on_connected(p, false, &l, 0.0);
+    b.on_connected(p, false, 0.0);
     b.on_pruned(p, &l, 20.0);
     b.on_disconnected(p, &l, 20.1);
-    assert!(b.on_connected(p, false, &l, 21.0));
+    assert!(b.allows_inbound(&p, &l, 21.0));
+}
+
+#[test]
+fn dials_nobody_asked_for_stop_at_target_ours_go_through() {
+    let l = limits();
+    let mut b = PeerBook::default();
+    // A kad walk's dials: three admitted (recorded), the fourth refused.
+    let walk: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+    assert!(walk[..3].iter().all(|p| b.allows_outbound(*p, &l, 0.0)));
+    assert!(!b.allows_outbound(walk[3], &l, 0.0));
+    // A second attempt to an admitted peer is not a new dial.
+    assert!(b.allows_outbound(walk[0], &l, 0.1));
+    // A dial of our own (bootstrap, parent) goes through whatever the count.
+    let parent = PeerId::random();
+    b.note_dial(parent, 0.2);
+    assert!(b.allows_outbound(parent, &l, 0.2));
+    // Once they are connected, more connections to them are fine too.
+    for p in &walk[..3] {
+        b.on_connected(*p, true, 1.0);
+    }
+    assert!(b.allows_outbound(walk[1], &l, 1.0));
+    assert!(!b.allows_outbound(walk[3], &l, 1.0));
 }
 
 #[test]
@@ -138,7 +162,7 @@ fn a_peer_that_closed_on_us_is_not_redialled_within_the_cooldown() {
     let mut b = PeerBook::default();
     let p = PeerId::random();
     assert!(b.want_dial(p, &l, 0.0));
-    b.on_connected(p, true, &l, 0.5);
+    b.on_connected(p, true, 0.5);
     b.on_disconnected(p, &l, 5.0);
     assert!(b.is_cooling(&p, 6.0));
     assert!(!b.want_dial(p, &l, 6.0));
@@ -150,7 +174,7 @@ fn a_close_of_our_own_does_not_cool_the_peer() {
     let l = limits();
     let mut b = PeerBook::default();
     let p = PeerId::random();
-    b.on_connected(p, true, &l, 0.0);
+    b.on_connected(p, true, 0.0);
     b.on_closing(p, 1.0);
     b.on_disconnected(p, &l, 1.1);
     assert!(!b.is_cooling(&p, 2.0));
@@ -162,7 +186,7 @@ fn the_cooling_set_is_bounded() {
     let mut b = PeerBook::default();
     for i in 0..(MAX_REMEMBERED + 100) {
         let p = PeerId::random();
-        b.on_connected(p, true, &l, i as f64 * 0.001);
+        b.on_connected(p, true, i as f64 * 0.001);
         b.on_disconnected(p, &l, i as f64 * 0.001);
     }
     assert!(b.cooling.len() <= MAX_REMEMBERED);
