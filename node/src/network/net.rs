@@ -366,7 +366,7 @@ impl Net {
             let addrs = self.known.get(&p).cloned().unwrap_or_default();
             let opts = DialOpts::peer_id(p).addresses(addrs).build();
             if self.swarm.dial(opts).is_err() {
-                self.gate().book.on_dial_failed(&p);
+                self.gate().book.on_dial_failed(&p, &limits, now);
             }
         }
         // A kad walk connects to every peer it queries (churn for them):
@@ -411,7 +411,7 @@ impl Net {
                         .addresses(addresses.into_vec())
                         .build();
                     if self.swarm.dial(opts).is_err() {
-                        self.gate().book.on_dial_failed(&peer);
+                        self.gate().book.on_dial_failed(&peer, &limits, now_secs());
                     }
                 }
             }
@@ -454,7 +454,9 @@ impl Net {
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
                 if let Some(p) = peer_id {
-                    self.gate().book.on_dial_failed(&p);
+                    let gate = self.gate();
+                    let limits = gate.limits;
+                    gate.book.on_dial_failed(&p, &limits, now_secs());
                 }
             }
             _ => {}

@@ -9,8 +9,8 @@
 //! nothing: the dead band keeps a mesh built by discovery from churning
 //! (pruning to exactly `target` would push the pruned peers below theirs,
 //! and their dials would push others above). A peer we pruned is not let
-//! back in while we hold `target` peers, and a peer that closed on us is
-//! not re-dialled, for `cooldown`.
+//! back in while we hold `target` peers, and a peer that closed on us or
+//! that we failed to reach is not re-dialled, for `cooldown`.
 //!
 //! Everything here is pure: [`PeerBook`] is plain state, every decision
 //! takes `now` (unix seconds) and the facts the shell reads from the swarm
@@ -103,6 +103,8 @@ enum Cooling {
     Pruned,
     /// It closed on us (it may have pruned us).
     ClosedOnUs,
+    /// Our dial to it failed.
+    Unreachable,
 }
 
 /// The peer manager's state: connected peers and when they came, dials in
@@ -179,9 +181,13 @@ impl PeerBook {
         }
     }
 
-    /// A dial to `peer` failed.
-    pub fn on_dial_failed(&mut self, peer: &PeerId) {
-        self.dialling.remove(peer);
+    /// A dial to `peer` failed. One we made or admitted puts the peer in
+    /// cooldown (an unreachable peer is not re-dialled every beat); a dial
+    /// the gate refused was never recorded and changes nothing.
+    pub fn on_dial_failed(&mut self, peer: &PeerId, limits: &PeerLimits, now: f64) {
+        if self.dialling.remove(peer).is_some() && !self.connected.contains_key(peer) {
+            self.cool(*peer, Cooling::Unreachable, limits, now);
+        }
     }
 
     /// We are pruning `peer` (the shell closes its connections).

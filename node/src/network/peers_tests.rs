@@ -147,10 +147,13 @@ fn dials_stop_at_target_counting_dials_in_flight() {
     // Nothing more while they are in flight …
     assert!(b.dials(&known, &l, 1.0).is_empty());
     assert!(!b.below_target(&l));
-    // … one fails: one more, not the failed one first (it is in order, but
-    // still preferred only if not connected — it is not, so it comes back).
-    b.on_dial_failed(&known[0]);
-    assert_eq!(b.dials(&known[1..], &l, 2.0), vec![known[3]]);
+    // … one fails: one more in its place; the failed one cools down.
+    b.on_dial_failed(&known[0], &l, 1.5);
+    assert!(b.is_cooling(&known[0], 2.0));
+    assert_eq!(b.dials(&known, &l, 2.0), vec![known[3]]);
+    // A dial the gate refused (never recorded) cools nobody.
+    b.on_dial_failed(&known[9], &l, 2.0);
+    assert!(!b.is_cooling(&known[9], 2.0));
     // Stale dials expire.
     b.expire(2.0 + DIAL_TIMEOUT_SECS);
     assert!(b.below_target(&l));
