@@ -33,8 +33,8 @@ mod validate;
 pub use env::{env_var_names, unknown_env_vars};
 pub use load::config_file;
 pub use types::{
-    AcceptanceConfig, Config, LimitsConfig, PromotionConfig, SharingConfig, StoreSection,
-    TrustConfig, DEFAULT_LISTEN,
+    AcceptanceConfig, Config, LimitsConfig, PeersConfig, PromotionConfig, SharingConfig,
+    StoreSection, TrustConfig, DEFAULT_LISTEN,
 };
 pub use validate::validate_mesh_name;
 

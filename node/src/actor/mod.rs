@@ -122,6 +122,8 @@ pub(crate) struct Shared {
     pub sign_after: f64,
     /// Connected peers (written by the actor, read by handles).
     pub connected: AtomicUsize,
+    /// What the peer manager did so far (written by the actor).
+    pub peer_counters: std::sync::Mutex<network::PeerCounters>,
     /// Whether the store writes (issue 12 #3b: a full disk refuses writes
     /// with 507 and makes the node unhealthy until a probe write succeeds).
     pub health: Health,
@@ -256,7 +258,11 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         request_timeout: Duration::from_secs(cfg.limits.request_timeout_secs),
         idle_timeout: Duration::from_secs(300),
         denied: cfg.denied_peers(),
-        ..NetworkConfig::default()
+        target_peers: cfg.peers.target,
+        max_peers: cfg.peers.max,
+        peer_grace: Duration::from_secs(cfg.peers.grace_secs),
+        reconnect_cooldown: Duration::from_secs(cfg.peers.reconnect_cooldown_secs),
+        protected: cfg.parent_peer().map(|(p, _)| p).into_iter().collect(),
     };
     let want_listeners = netcfg.listen.len();
     let net = network::build(key.clone(), netcfg)?;
@@ -285,6 +291,7 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         keys: std::sync::Mutex::new(KeyCache::new()),
         sign_after: init.epoch.map_or(0.0, |e| f64::from(e) + 1.0),
         connected: AtomicUsize::new(0),
+        peer_counters: std::sync::Mutex::new(network::PeerCounters::default()),
         health: Health::default(),
         started: Instant::now(),
         api_addr: OnceLock::new(),
@@ -368,6 +375,16 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
 impl RunningNode {
     pub fn peer_id(&self) -> PeerId {
         self.node.peer_id()
+    }
+
+    /// What the peer manager did so far (connections, prunes, refusals).
+    pub fn peer_counters(&self) -> network::PeerCounters {
+        *self
+            .node
+            .shared()
+            .peer_counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The first TCP dialable address (handy for bootstrapping others).

@@ -405,6 +405,11 @@ impl Actor {
         let n = self.net.connected_count();
         self.sh.connected.store(n, Ordering::Relaxed);
         self.sh.metrics.set_peers(n);
+        *self
+            .sh
+            .peer_counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = self.net.counters();
     }
 
     pub(super) fn peer_addrs_to_save(&self) -> Vec<(PeerId, Vec<String>)> {
@@ -418,6 +423,7 @@ impl Actor {
 
     fn on_shell_tick(&mut self) {
         self.ticks += 1;
+        self.peers_changed();
         let now = now_secs();
         let ended: Vec<PeerId> = self
             .bans

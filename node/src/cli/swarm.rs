@@ -17,6 +17,7 @@
 //! the views whenever propagation completes within the deadline.
 
 mod measure;
+mod mesh;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -107,6 +108,11 @@ pub struct SwarmSummary {
     pub alone_p_best_by_round: Vec<f64>,
     pub alone_rounds_to_90: Option<usize>,
     pub wall_secs: f64,
+    /// Connections per node and the peer manager's work.
+    #[serde(flatten)]
+    pub mesh: mesh::MeshReport,
+    /// The machine's load average (1, 5, 15 min) when the rounds ended.
+    pub load_average: Option<[f64; 3]>,
     pub per_round: Vec<RoundReport>,
 }
 
@@ -174,19 +180,20 @@ fn true_worst() -> Depth {
         .unwrap_or(Depth::Minimal)
 }
 
-fn node_config(bootstrap: Option<&RunningNode>) -> Config {
-    let mut cfg = Config {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        ..Config::default()
-    };
+/// A node's configuration: the defaults a real node has, then the
+/// `METAMESH_*` environment variables a real node reads (so
+/// `METAMESH_PEERS_TARGET=4 metamesh swarm …` measures another peer target
+/// with no swarm-only knob), then loopback listening and node 0 as the
+/// bootstrap peer.
+fn node_config(bootstrap: Option<&RunningNode>, env: &[(String, String)]) -> Result<Config> {
+    let mut cfg = Config::default();
+    cfg.apply_env(env).context("METAMESH_* environment")?;
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
     cfg.bootstrap = bootstrap
         .and_then(|n| n.tcp_addr())
         .map(|a| vec![a.to_string()])
         .unwrap_or_default();
-    cfg.sharing.announce_interval_secs = 1;
-    cfg.sharing.announce_debounce_ms = 30;
-    cfg.sharing.insight_min_interval_secs = 1;
-    cfg
+    Ok(cfg)
 }
 
 pub fn swarm(_g: &GlobalArgs, a: SwarmArgs) -> Result<()> {
@@ -276,6 +283,7 @@ pub fn swarm(_g: &GlobalArgs, a: SwarmArgs) -> Result<()> {
             summary.rounds,
             summary.wall_secs
         )?;
+        writeln!(out, "{}", summary.mesh)?;
     }
     Ok(())
 }
@@ -299,10 +307,11 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         );
     }
     let ids: Vec<libp2p::PeerId> = keys.iter().map(|k| k.public().to_peer_id()).collect();
+    let env: Vec<(String, String)> = std::env::vars().collect();
     // Node 0 … honest_n-1 are honest; the rest lie.
     let mut nodes: Vec<RunningNode> = Vec::with_capacity(a.nodes);
     for i in 0..a.nodes {
-        let mut cfg = node_config(nodes.first());
+        let mut cfg = node_config(nodes.first(), &env)?;
         let honest = i < honest_n;
         match a.trust.as_str() {
             "fleet" if honest => {
@@ -324,21 +333,9 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         .with_context(|| format!("starting node {i}"))?;
         nodes.push(n);
     }
-    // Wait until everyone is connected to someone (and node 0 to everyone).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut ok = true;
-        for (i, n) in nodes.iter().enumerate() {
-            let c = n.node.stats().await.map(|s| s.connected_peers).unwrap_or(0);
-            if (i == 0 && c + 1 < a.nodes as u64) || (i > 0 && c == 0) {
-                ok = false;
-            }
-        }
-        if ok || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let most = node_config(None, &env)?.peers.max as u64;
+    let settle_ms = mesh::settle(&nodes, most).await;
+    let counters_start = mesh::counters(&nodes);
 
     // Every node reports each pattern it stores from a peer: when did the
     // last node get it?
@@ -511,6 +508,8 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
     for w in &watchers {
         w.abort();
     }
+    let load_average = measure::load_average();
+    let mesh_report = mesh::report(&nodes, &counters_start, settle_ms).await;
     let latency: LatencySummary = measure::summarise(&lock(&arrivals).latencies(a.nodes));
     let record_bytes = mean_record_bytes(&nodes[0]);
     let mut exchanged = 0;
@@ -568,6 +567,8 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         alone_rounds_to_90: measure::rounds_to_90(&alone),
         alone_p_best_by_round: alone,
         wall_secs: started.elapsed().as_secs_f64(),
+        mesh: mesh_report,
+        load_average,
         per_round,
     })
 }

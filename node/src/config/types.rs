@@ -35,6 +35,8 @@ pub struct Config {
     /// When a child promotes its insights to its `parent`.
     pub promotion: PromotionConfig,
     pub limits: LimitsConfig,
+    /// How many peers the node keeps connected (the peer manager).
+    pub peers: PeersConfig,
     pub acceptance: AcceptanceConfig,
     pub trust: TrustConfig,
     pub store: StoreSection,
@@ -90,6 +92,40 @@ pub struct LimitsConfig {
     pub request_timeout_secs: u64,
 }
 
+/// The peer manager (`node/src/network/peers.rs`): below `target`
+/// connected peers the node dials peers it discovered; above `max` it
+/// prunes down to `max` — never a peer connected for less than
+/// `grace_secs`, never the parent; the ones to go first are outside our
+/// gossipsub meshes, inbound, lowest scored, newest. Between the two it
+/// does nothing (no churn). A pruned peer is refused, while we hold
+/// `target`, and a peer that closed on us is not re-dialled, for
+/// `reconnect_cooldown_secs`. `limits.max_connections` stays the hard cap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeersConfig {
+    /// Dial discovered peers while fewer are connected (1-1024).
+    pub target: usize,
+    /// Prune down to this many when more are connected (target-65535,
+    /// at most `limits.max_connections`).
+    pub max: usize,
+    /// A new connection is safe from pruning this long, seconds (0-3600).
+    pub grace_secs: u64,
+    /// Seconds a pruned peer is refused and a peer that closed on us is not
+    /// re-dialled (0-86400).
+    pub reconnect_cooldown_secs: u64,
+}
+
+impl Default for PeersConfig {
+    fn default() -> Self {
+        PeersConfig {
+            target: crate::network::DEFAULT_TARGET_PEERS,
+            max: crate::network::DEFAULT_MAX_PEERS,
+            grace_secs: crate::network::DEFAULT_PEER_GRACE_SECS,
+            reconnect_cooldown_secs: crate::network::DEFAULT_RECONNECT_COOLDOWN_SECS,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AcceptanceConfig {
@@ -132,6 +168,7 @@ impl Default for Config {
             sharing: SharingConfig::default(),
             promotion: PromotionConfig::default(),
             limits: LimitsConfig::default(),
+            peers: PeersConfig::default(),
             acceptance: AcceptanceConfig::default(),
             trust: TrustConfig::default(),
             store: StoreSection::default(),

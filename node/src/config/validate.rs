@@ -156,6 +156,26 @@ impl Config {
             600,
         )?;
 
+        let p = &self.peers;
+        range("peers.target", p.target as u64, 1, 1024)?;
+        range("peers.max", p.max as u64, p.target as u64, 65_535)?;
+        if p.max as u64 > u64::from(l.max_connections) {
+            return Err(ConfigError::invalid(
+                "peers.max",
+                format!(
+                    "must be at most limits.max_connections ({})",
+                    l.max_connections
+                ),
+            ));
+        }
+        range("peers.grace_secs", p.grace_secs, 0, 3600)?;
+        range(
+            "peers.reconnect_cooldown_secs",
+            p.reconnect_cooldown_secs,
+            0,
+            86_400,
+        )?;
+
         let a = &self.acceptance;
         if !(a.min_quality.is_finite() && (0.0..=1.0).contains(&a.min_quality)) {
             return Err(ConfigError::invalid(

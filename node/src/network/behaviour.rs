@@ -34,6 +34,8 @@ pub const GRAYLIST_THRESHOLD: f64 = -80.0;
 
 #[derive(NetworkBehaviour)]
 pub struct MeshBehaviour {
+    /// The peer manager (refuses connections beyond our target).
+    pub gate: super::gate::Gate,
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub limits: connection_limits::Behaviour,
     pub gossipsub: gossipsub::Behaviour,
@@ -183,7 +185,14 @@ fn build_behaviour(
     for p in &cfg.denied {
         blocked.block_peer(*p);
     }
+    let peer_limits = super::peers::PeerLimits::new(
+        cfg.target_peers,
+        cfg.max_peers,
+        cfg.peer_grace.as_secs_f64(),
+        cfg.reconnect_cooldown.as_secs_f64(),
+    );
     Ok(MeshBehaviour {
+        gate: super::gate::Gate::new(peer_limits),
         blocked,
         limits,
         gossipsub,

@@ -10,7 +10,9 @@
 pub mod behaviour;
 pub mod codec;
 pub mod driver;
+pub mod gate;
 pub mod net;
+pub mod peers;
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ use libp2p::gossipsub::IdentTopic;
 use libp2p::{Multiaddr, PeerId};
 
 pub use driver::{start, NetworkHandle};
-pub use net::{Net, NetEvent, PeerSnapshot};
+pub use net::{Net, NetEvent, PeerCounters, PeerSnapshot};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum NetError {
@@ -85,6 +87,15 @@ impl Topics {
     }
 }
 
+/// Default target of connected peers (`peers.target`).
+pub const DEFAULT_TARGET_PEERS: usize = 8;
+/// Default most connected peers before pruning (`peers.max`).
+pub const DEFAULT_MAX_PEERS: usize = 12;
+/// Default grace of a new connection, seconds (`peers.grace_secs`).
+pub const DEFAULT_PEER_GRACE_SECS: u64 = 10;
+/// Default reconnect cooldown, seconds (`peers.reconnect_cooldown_secs`).
+pub const DEFAULT_RECONNECT_COOLDOWN_SECS: u64 = 60;
+
 /// Everything the network layer needs to start.
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
@@ -101,8 +112,18 @@ pub struct NetworkConfig {
     /// Peers whose connections are refused or closed.
     pub denied: Vec<PeerId>,
     /// Peers the node keeps dialling to grow its view of the mesh (kad
-    /// discovery), up to this many connections.
+    /// discovery), up to this many connections (see [`peers`]).
     pub target_peers: usize,
+    /// More connected peers than this are pruned down to it (never below
+    /// `target_peers`; raised to it if lower).
+    pub max_peers: usize,
+    /// A new connection is safe from pruning this long.
+    pub peer_grace: Duration,
+    /// A peer we pruned is refused (while we hold `target_peers`), and a
+    /// peer that closed on us is not re-dialled, this long.
+    pub reconnect_cooldown: Duration,
+    /// Peers never pruned (the parent).
+    pub protected: Vec<PeerId>,
 }
 
 impl Default for NetworkConfig {
@@ -117,7 +138,11 @@ impl Default for NetworkConfig {
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             denied: Vec::new(),
-            target_peers: 24,
+            target_peers: DEFAULT_TARGET_PEERS,
+            max_peers: DEFAULT_MAX_PEERS,
+            peer_grace: Duration::from_secs(DEFAULT_PEER_GRACE_SECS),
+            reconnect_cooldown: Duration::from_secs(DEFAULT_RECONNECT_COOLDOWN_SECS),
+            protected: Vec::new(),
         }
     }
 }
@@ -149,6 +174,11 @@ pub fn build(key: libp2p::identity::Keypair, cfg: NetworkConfig) -> Result<Net, 
             }
             swarm.behaviour_mut().kad.add_address(&peer, a.clone());
             swarm.add_peer_address(peer, a);
+            swarm
+                .behaviour_mut()
+                .gate
+                .book
+                .note_dial(peer, net::now_secs());
         }
         if let Err(e) = swarm.dial(addr.clone()) {
             tracing::warn!(%addr, error = %e, "bootstrap dial failed");

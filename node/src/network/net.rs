@@ -15,14 +15,19 @@ use libp2p::{identify, kad, Multiaddr, PeerId, Swarm};
 use metamesh_protocol::sync::{SyncRequest as PatternRequest, SyncResponse as PatternResponse};
 
 use super::behaviour::{MeshBehaviour, MeshBehaviourEvent};
+use super::gate::Gate;
+use super::peers;
 use super::{codec, NetError, NetworkConfig, TopicKind, Topics};
 
 /// Most addresses remembered per peer.
 const MAX_ADDRS_PER_PEER: usize = 8;
 /// Most peers remembered (connected or not).
 const MAX_KNOWN_PEERS: usize = 4096;
-/// How often kad re-runs a bootstrap query to discover more of the mesh.
+/// Kad re-runs a bootstrap query (a closest-peer walk) at most this often,
+/// and only while the node holds fewer than its target of peers.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the peer manager prunes excess peers and dials below target.
+const PEER_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// What the network reports to the actor.
 #[derive(Debug)]
@@ -80,21 +85,49 @@ pub struct Net {
     topics: Topics,
     cfg: NetworkConfig,
     known: HashMap<PeerId, Vec<Multiaddr>>,
-    connected: HashSet<PeerId>,
-    discovery: tokio::time::Interval,
+    /// When kad last started a bootstrap walk.
+    last_discovery: Option<std::time::Instant>,
+    heartbeat: tokio::time::Interval,
+    /// What the peer manager did (for `metamesh swarm`); see [`Net::counters`].
+    counters: PeerCounters,
+}
+
+/// Counts of the peer manager's actions since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerCounters {
+    /// Connections established (first connection to a peer).
+    pub connected: u64,
+    /// Peers disconnected because we held more than `max`.
+    pub pruned: u64,
+    /// Connections the gate refused (a peer we pruned dialling back, a kad
+    /// walk's dials once we hold our target).
+    pub refused: u64,
+    /// Peers dialled by discovery.
+    pub dialled: u64,
+    /// Kad bootstrap walks started.
+    pub discoveries: u64,
+}
+
+/// Unix seconds (the peer manager's clock; decisions take it as input).
+pub(super) fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl Net {
     pub fn new(swarm: Swarm<MeshBehaviour>, topics: Topics, cfg: NetworkConfig) -> Net {
-        let mut discovery = tokio::time::interval(DISCOVERY_INTERVAL);
-        discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(PEER_HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Net {
             swarm,
             topics,
             cfg,
             known: HashMap::new(),
-            connected: HashSet::new(),
-            discovery,
+            last_discovery: None,
+            heartbeat,
+            counters: PeerCounters::default(),
         }
     }
 
@@ -112,11 +145,7 @@ impl Net {
                         return ev;
                     }
                 }
-                _ = self.discovery.tick() => {
-                    if !self.connected.is_empty() {
-                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
-                    }
-                }
+                _ = self.heartbeat.tick() => self.on_heartbeat(),
             }
         }
     }
@@ -174,6 +203,7 @@ impl Net {
     pub fn dial(&mut self, addr: Multiaddr) -> Result<(), NetError> {
         if let Some((a, peer)) = super::split_peer_addr(&addr) {
             self.swarm.behaviour_mut().kad.add_address(&peer, a);
+            self.gate().book.note_dial(peer, now_secs());
         }
         self.swarm
             .dial(addr.clone())
@@ -192,30 +222,32 @@ impl Net {
 
     /// Close every connection to `peer` (it may come back).
     pub fn disconnect(&mut self, peer: PeerId) {
+        self.gate().book.on_closing(peer, now_secs());
         let _ = self.swarm.disconnect_peer_id(peer);
     }
 
     pub fn connected_count(&self) -> usize {
-        self.connected.len()
+        self.swarm.behaviour().gate.book.connected_len()
     }
 
     pub fn is_connected(&self, peer: &PeerId) -> bool {
-        self.connected.contains(peer)
+        self.swarm.behaviour().gate.book.is_connected(peer)
     }
 
     pub fn peers(&self) -> Vec<PeerSnapshot> {
         let gs = &self.swarm.behaviour().gossipsub;
+        let book = &self.swarm.behaviour().gate.book;
         let mut out: Vec<PeerSnapshot> = self
             .known
             .iter()
             .map(|(p, addrs)| PeerSnapshot {
                 peer: *p,
                 addrs: addrs.clone(),
-                connected: self.connected.contains(p),
+                connected: book.is_connected(p),
                 gossip_score: gs.peer_score(p),
             })
             .collect();
-        for p in &self.connected {
+        for (p, _, _) in book.connected() {
             if !self.known.contains_key(p) {
                 out.push(PeerSnapshot {
                     peer: *p,
@@ -252,6 +284,98 @@ impl Net {
         }
     }
 
+    fn gate(&mut self) -> &mut Gate {
+        &mut self.swarm.behaviour_mut().gate
+    }
+
+    /// What the peer manager did so far.
+    pub fn counters(&self) -> PeerCounters {
+        PeerCounters {
+            refused: self.swarm.behaviour().gate.refused,
+            ..self.counters
+        }
+    }
+
+    /// Start a kad bootstrap walk, at most once per [`DISCOVERY_INTERVAL`].
+    fn discover(&mut self) {
+        let due = self
+            .last_discovery
+            .is_none_or(|t| t.elapsed() >= DISCOVERY_INTERVAL);
+        if due && self.swarm.behaviour_mut().kad.bootstrap().is_ok() {
+            self.last_discovery = Some(std::time::Instant::now());
+            self.counters.discoveries += 1;
+        }
+    }
+
+    /// The peer manager's beat: prune above `max`, dial known peers below
+    /// `target`, and look for more (kad) only while below target.
+    fn on_heartbeat(&mut self) {
+        let now = now_secs();
+        self.gate().book.expire(now);
+        let mesh: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_mesh_peers()
+            .copied()
+            .collect();
+        let gs = &self.swarm.behaviour().gossipsub;
+        let gate = &self.swarm.behaviour().gate;
+        let limits = gate.limits;
+        let connected: Vec<peers::Connected> = gate
+            .book
+            .connected()
+            .map(|(p, since, outbound)| peers::Connected {
+                peer: *p,
+                since,
+                outbound,
+                in_mesh: mesh.contains(p),
+                protected: self.cfg.protected.contains(p),
+                score: gs.peer_score(p).unwrap_or(0.0),
+            })
+            .collect();
+        for p in peers::to_prune(&connected, &limits, now) {
+            tracing::debug!(peer = %p, "pruning an excess peer");
+            self.counters.pruned += 1;
+            self.gate().book.on_pruned(p, &limits, now);
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+        if !self.gate().book.below_target(&limits) {
+            return;
+        }
+        // Known peers not connected, in an order of our own (each node
+        // prefers different ones, so no one peer attracts every dial).
+        let me = self.local_peer().to_bytes();
+        let mut known: Vec<(blake3::Hash, PeerId)> = self
+            .known
+            .keys()
+            .filter(|p| **p != self.local_peer() && !self.cfg.denied.contains(p))
+            .map(|p| {
+                let mut h = blake3::Hasher::new();
+                h.update(&me);
+                h.update(&p.to_bytes());
+                (h.finalize(), *p)
+            })
+            .collect();
+        known.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let order: Vec<PeerId> = known.into_iter().map(|(_, p)| p).collect();
+        let dials = self.gate().book.dials(&order, &limits, now);
+        let dialled = !dials.is_empty();
+        for p in dials {
+            self.counters.dialled += 1;
+            let addrs = self.known.get(&p).cloned().unwrap_or_default();
+            let opts = DialOpts::peer_id(p).addresses(addrs).build();
+            if self.swarm.dial(opts).is_err() {
+                self.gate().book.on_dial_failed(&p, &limits, now);
+            }
+        }
+        // A kad walk connects to every peer it queries (churn for them):
+        // only when no known peer is left to dial.
+        if !dialled && self.connected_count() > 0 && self.gate().book.below_target(&limits) {
+            self.discover();
+        }
+    }
+
     fn on_swarm_event(&mut self, ev: SwarmEvent<MeshBehaviourEvent>) -> Option<NetEvent> {
         match ev {
             SwarmEvent::Behaviour(MeshBehaviourEvent::Gossipsub(e)) => return self.on_gossip(e),
@@ -275,15 +399,21 @@ impl Net {
                 peer,
                 addresses,
                 ..
-            })) if self.connected.len() < self.cfg.target_peers
-                && !self.connected.contains(&peer)
-                && peer != *self.swarm.local_peer_id()
-                && !self.cfg.denied.contains(&peer) =>
-            {
-                let opts = DialOpts::peer_id(peer)
-                    .addresses(addresses.into_vec())
-                    .build();
-                let _ = self.swarm.dial(opts);
+            })) if peer != *self.swarm.local_peer_id() && !self.cfg.denied.contains(&peer) => {
+                for a in addresses.iter() {
+                    self.remember(peer, a.clone());
+                }
+                let gate = self.gate();
+                let limits = gate.limits;
+                if gate.book.want_dial(peer, &limits, now_secs()) {
+                    self.counters.dialled += 1;
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addresses.into_vec())
+                        .build();
+                    if self.swarm.dial(opts).is_err() {
+                        self.gate().book.on_dial_failed(&peer, &limits, now_secs());
+                    }
+                }
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -296,10 +426,14 @@ impl Net {
                     self.remember(peer_id, addr);
                 }
                 if num_established.get() == 1 {
-                    let first = self.connected.is_empty();
-                    self.connected.insert(peer_id);
+                    let first = self.connected_count() == 0;
+                    let now = now_secs();
+                    self.gate()
+                        .book
+                        .on_connected(peer_id, endpoint.is_dialer(), now);
+                    self.counters.connected += 1;
                     if first {
-                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                        self.discover();
                     }
                     return Some(NetEvent::PeerConnected { peer: peer_id });
                 }
@@ -309,7 +443,9 @@ impl Net {
                 num_established: 0,
                 ..
             } => {
-                self.connected.remove(&peer_id);
+                let gate = self.gate();
+                let limits = gate.limits;
+                gate.book.on_disconnected(peer_id, &limits, now_secs());
                 return Some(NetEvent::PeerDisconnected { peer: peer_id });
             }
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -317,6 +453,11 @@ impl Net {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some(p) = peer_id {
+                    let gate = self.gate();
+                    let limits = gate.limits;
+                    gate.book.on_dial_failed(&p, &limits, now_secs());
+                }
             }
             _ => {}
         }
