@@ -22,6 +22,17 @@ fn config(bootstrap: &[&metamesh_node::actor::RunningNode]) -> metamesh_node::co
     cfg
 }
 
+/// Every node holds at least one peer and at most `MAX`.
+async fn all_within_bounds(nodes: &[TestNode]) -> bool {
+    for n in nodes {
+        let c = connections(n).await;
+        if c == 0 || c > MAX {
+            return false;
+        }
+    }
+    true
+}
+
 async fn connections(n: &TestNode) -> usize {
     n.n().node.stats().await.unwrap().connected_peers as usize
 }
@@ -43,14 +54,8 @@ async fn six_nodes_with_target_three_stay_within_bounds_and_deliver_everything()
 
     // Once the grace is over the excess is pruned: every node within its
     // bounds, and none left alone.
-    wait_until("every node within 1..=max peers", || async {
-        for n in &nodes {
-            let c = connections(n).await;
-            if c == 0 || c > MAX {
-                return false;
-            }
-        }
-        true
+    wait_until("every node within 1..=max peers", || {
+        all_within_bounds(&nodes)
     })
     .await;
     let pruned: u64 = nodes.iter().map(|n| n.n().peer_counters().pruned).sum();
@@ -73,14 +78,8 @@ async fn six_nodes_with_target_three_stay_within_bounds_and_deliver_everything()
     })
     .await;
     // A newcomer may sit above max during its grace; never for long.
-    wait_until("every node still within 1..=max peers", || async {
-        for n in &nodes {
-            let c = connections(n).await;
-            if c == 0 || c > MAX {
-                return false;
-            }
-        }
-        true
+    wait_until("every node still within 1..=max peers", || {
+        all_within_bounds(&nodes)
     })
     .await;
     for mut n in nodes {
