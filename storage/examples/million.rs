@@ -73,27 +73,12 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// Bytes under `p`: a file's length, or a directory's files, recursively.
 fn dir_size(p: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let m = match e.metadata() {
-                Ok(m) => m,
-                Err(_) => continue,
-            };
-            total += if m.is_dir() {
-                dir_size(&e.path())
-            } else {
-                m.len()
-            };
-        }
-    }
-    total
-}
-
-fn dir_size_or_len(p: &Path) -> u64 {
     match std::fs::metadata(p) {
-        Ok(m) if m.is_dir() => dir_size(p),
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
+            .unwrap_or(0),
         Ok(m) => m.len(),
         Err(_) => 0,
     }
@@ -225,7 +210,7 @@ fn main() {
                 format!(
                     "{} {:.1} MiB",
                     e.file_name().to_string_lossy(),
-                    dir_size_or_len(&e.path()) as f64 / 1048576.0
+                    dir_size(&e.path()) as f64 / 1048576.0
                 )
             })
             .collect();
