@@ -1,4 +1,5 @@
-//! Byte layouts of the store (schema version 3: 2 plus compressed bodies).
+//! Byte layouts of the store (schema version 4: 3 with the per-record time
+//! index replaced by per-chunk latest timestamps).
 //!
 //! Everything on the hot path lives in one sled tree, `data`, with a one-byte
 //! prefix per kind of entry. Origins are interned as 4-byte ids (assigned in
@@ -12,7 +13,7 @@
 //! | `o` | origin PeerId bytes | origin id (BE u32) |
 //! | `i` | origin id | origin PeerId bytes |
 //! | `r` | id ‖ seq BE | compact record: see [`encode_record`] |
-//! | `t` | f64 key of the timestamp ‖ id ‖ seq | empty: time index |
+//! | `c` | id ‖ chunk (seq >> [`CHUNK_BITS`]) BE u64 | latest timestamp (f64 BE) of the chunk's records: skips old chunks in `min_timestamp` queries |
 //! | `f` | id | frontier (BE u64) |
 //! | `p` | id ‖ seq | prev seq (BE u64): held above the frontier, waiting for prev |
 //! | `d` | id ‖ seq | content hash of a declined record |
@@ -32,7 +33,11 @@ pub(crate) const META: u8 = b'm';
 pub(crate) const ORIGIN: u8 = b'o';
 pub(crate) const ORIGIN_ID: u8 = b'i';
 pub(crate) const RECORD: u8 = b'r';
+/// The per-record time index of schema ≤ 3 (removed by the upgrade to 4).
 pub(crate) const TIME: u8 = b't';
+pub(crate) const CHUNK: u8 = b'c';
+/// Records per time chunk: 2^6 = 64 consecutive seqs of one origin.
+pub(crate) const CHUNK_BITS: u32 = 6;
 pub(crate) const FRONTIER: u8 = b'f';
 pub(crate) const PENDING: u8 = b'p';
 pub(crate) const DECLINED: u8 = b'd';
@@ -82,7 +87,18 @@ pub(crate) fn parse_slot_key(k: &[u8]) -> Option<(u32, u64)> {
     Some((id, seq))
 }
 
-/// `[t][timestamp key][id][seq]`.
+/// The chunk-summary key of an origin's slot `seq`.
+pub(crate) fn chunk_key(id: u32, seq: u64) -> [u8; 13] {
+    slot_key(CHUNK, id, seq >> CHUNK_BITS)
+}
+
+/// The latest timestamp a chunk summary holds.
+pub(crate) fn chunk_latest(v: &[u8]) -> Option<f64> {
+    Some(f64::from_bits(be_u64(v)?))
+}
+
+/// A schema-3 time key `[t][timestamp key][id][seq]`, for tests of the upgrade.
+#[cfg(test)]
 pub(crate) fn time_key(ts: f64, id: u32, seq: u64) -> [u8; 21] {
     let mut k = [0u8; 21];
     k[0] = TIME;
@@ -92,18 +108,20 @@ pub(crate) fn time_key(ts: f64, id: u32, seq: u64) -> [u8; 21] {
     k
 }
 
-/// The (id, seq) at the end of a time key.
-pub(crate) fn parse_time_key(k: &[u8]) -> Option<(u32, u64)> {
+/// The (timestamp, id, seq) of a schema-3 time key.
+pub(crate) fn parse_time_key(k: &[u8]) -> Option<(f64, u32, u64)> {
     if k.len() != 21 {
         return None;
     }
+    let ts = f64_from_key(k[1..9].try_into().ok()?);
     let id = u32::from_be_bytes(k[9..13].try_into().ok()?);
     let seq = u64::from_be_bytes(k[13..].try_into().ok()?);
-    Some((id, seq))
+    Some((ts, id, seq))
 }
 
 /// Order-preserving 8-byte encoding of an f64 (total order; negative values
 /// sort before positive ones).
+#[cfg(test)]
 pub(crate) fn f64_key(v: f64) -> [u8; 8] {
     let bits = v.to_bits();
     let ordered = if bits >> 63 == 1 {
@@ -112,6 +130,17 @@ pub(crate) fn f64_key(v: f64) -> [u8; 8] {
         bits | (1 << 63)
     };
     ordered.to_be_bytes()
+}
+
+/// The inverse of [`f64_key`].
+pub(crate) fn f64_from_key(k: [u8; 8]) -> f64 {
+    let ordered = u64::from_be_bytes(k);
+    let bits = if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    };
+    f64::from_bits(bits)
 }
 
 pub(crate) fn be_u64(v: &[u8]) -> Option<u64> {
@@ -238,7 +267,10 @@ mod tests {
         assert!(k.starts_with(&id_key(RECORD, 3)));
         assert_eq!(parse_slot_key(&k[..12]), None);
         let t = time_key(1.5, 7, 9);
-        assert_eq!(parse_time_key(&t), Some((7, 9)));
+        assert_eq!(parse_time_key(&t), Some((1.5, 7, 9)));
+        assert_eq!(parse_time_key(&time_key(-2.25, 1, 2)), Some((-2.25, 1, 2)));
+        assert_eq!(chunk_key(3, 63), chunk_key(3, 0));
+        assert!(chunk_key(3, 64) > chunk_key(3, 63));
         assert!(time_key(1.5, 9, 9) < time_key(2.0, 1, 1));
     }
 

@@ -15,6 +15,7 @@ mod export;
 pub mod interop;
 mod keys;
 mod migrate;
+mod migrate_time;
 mod packing;
 mod read;
 pub mod recovery;

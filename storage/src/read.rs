@@ -224,9 +224,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Records matching the seed's filters, resuming after `cursor`. Order:
-    /// by (origin, seq), or by timestamp when `min_timestamp` is set (the
-    /// timestamp index then skips older records). Returns at most
+    /// Records matching the seed's filters, resuming after `cursor`, in
+    /// (origin, seq) order (with `min_timestamp`, chunks of 64 seqs whose
+    /// latest record is older are skipped unread). Returns at most
     /// `min(limit, filters.max_count, MAX_QUERY_LIMIT)` records and a cursor
     /// when more may match (also when [`QUERY_SCAN_BUDGET`] records were
     /// examined without filling the page).
@@ -269,37 +269,55 @@ impl Store {
         };
         let mut stopped_early = false;
         if let Some(min_ts) = filters.min_timestamp {
-            let start = match cursor {
-                Some(c) => {
-                    let ck = cursor_key(&c)?;
-                    let v = self.data().get(ck)?.ok_or_else(|| {
-                        StoreError::Unsupported("cursor names no stored record".into())
-                    })?;
-                    let (_, _, rec) = self.record_at(&ck, &v)?;
-                    let (id, seq) =
-                        keys::parse_slot_key(&ck).ok_or_else(|| corrupt("record key"))?;
-                    let body = decode_body(&rec)?;
-                    std::ops::Bound::Excluded(
-                        keys::time_key(body.pattern.timestamp, id, seq).to_vec(),
-                    )
-                }
-                None => {
-                    let mut k = vec![keys::TIME];
-                    k.extend_from_slice(&keys::f64_key(min_ts));
-                    std::ops::Bound::Included(k)
-                }
+            // Same (origin, seq) order; a chunk whose latest record is older
+            // than `min_ts` is skipped without reading its records.
+            let after = cursor
+                .as_ref()
+                .map(|c| {
+                    let k = cursor_key(c)?;
+                    keys::parse_slot_key(&k).ok_or_else(|| corrupt("record key"))
+                })
+                .transpose()?;
+            let start = match after {
+                Some((id, seq)) => keys::chunk_key(id, seq),
+                None => slot_key(keys::CHUNK, 0, 0),
             };
-            let end = std::ops::Bound::Excluded(vec![keys::TIME + 1]);
-            for kv in self.data().range::<Vec<u8>, _>((start, end)) {
-                let (tk, _) = kv?;
-                let (id, seq) = keys::parse_time_key(&tk).ok_or_else(|| corrupt("time key"))?;
-                let rk = slot_key(keys::RECORD, id, seq);
-                let Some(v) = self.data().get(rk)? else {
+            let end = std::ops::Bound::Excluded(vec![keys::CHUNK + 1]);
+            let mut skipped = 0usize;
+            'chunks: for kv in self
+                .data()
+                .range::<Vec<u8>, _>((std::ops::Bound::Included(start.to_vec()), end))
+            {
+                let (ck, cv) = kv?;
+                let (id, chunk) = keys::parse_slot_key(&ck).ok_or_else(|| corrupt("chunk key"))?;
+                let latest = keys::chunk_latest(&cv).ok_or_else(|| corrupt("chunk value"))?;
+                let lo = chunk << keys::CHUNK_BITS;
+                let hi = lo | ((1 << keys::CHUNK_BITS) - 1);
+                if latest < min_ts {
+                    skipped += 1;
+                    if skipped >= QUERY_SCAN_BUDGET {
+                        last = Some(Cursor {
+                            origin: self.origin_of(id)?,
+                            seq: hi,
+                        });
+                        stopped_early = true;
+                        break;
+                    }
                     continue;
+                }
+                let from = match after {
+                    Some((aid, aseq)) if aid == id && aseq >= lo => {
+                        std::ops::Bound::Excluded(slot_key(keys::RECORD, id, aseq).to_vec())
+                    }
+                    _ => std::ops::Bound::Included(slot_key(keys::RECORD, id, lo).to_vec()),
                 };
-                if consider(&rk, &v, &mut out)? {
-                    stopped_early = true;
-                    break;
+                let to = std::ops::Bound::Included(slot_key(keys::RECORD, id, hi).to_vec());
+                for kv in self.data().range::<Vec<u8>, _>((from, to)) {
+                    let (k, v) = kv?;
+                    if consider(&k, &v, &mut out)? {
+                        stopped_early = true;
+                        break 'chunks;
+                    }
                 }
             }
         } else {

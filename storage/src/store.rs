@@ -39,7 +39,7 @@ use crate::write::{Batch, Declined, Outcomes, SeqState, WriterState};
 /// Schema version this build writes and reads (1: the multi-tree layout,
 /// upgraded in place on open; 2: the same layout as 3 with sled's
 /// compression and raw bodies, upgraded by writing the version).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 /// Most distinct modes tracked per origin; further modes count as [`OTHER_MODE`].
 pub const MAX_MODES_PER_ORIGIN: usize = 64;
 /// Bucket for modes beyond [`MAX_MODES_PER_ORIGIN`].
@@ -380,7 +380,9 @@ impl Store {
                 if found < SCHEMA_VERSION {
                     // 2 → 3 changes nothing written: values say whether
                     // their body is compressed; a schema-2 store keeps
-                    // sled's compression and raw bodies.
+                    // sled's compression and raw bodies. 3 → 4 replaces the
+                    // per-record time index by chunk entries.
+                    crate::migrate_time::upgrade_time_index(self.data())?;
                     self.data().insert(
                         keys::meta_key(META_SCHEMA),
                         &SCHEMA_VERSION.to_be_bytes()[..],

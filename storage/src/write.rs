@@ -351,13 +351,22 @@ impl Plan {
         value: Vec<u8>,
     ) -> R<()> {
         self.put(&slot_key(keys::RECORD, id, body.seq), value);
-        self.put(
-            &keys::time_key(body.pattern.timestamp, id, body.seq),
-            Vec::new(),
-        );
+        self.note_time(tree, id, body.seq, body.pattern.timestamp)?;
         self.add_stats(tree, mem, ws, id, &body.pattern)?;
         self.hold(tree, mem, id, body.seq, body.prev())?;
         self.note_own(mem, &body.origin, body.seq);
+        Ok(())
+    }
+
+    /// Raise the latest timestamp of the record's chunk (one entry per 64
+    /// seqs, appended like the records: a per-record time index was a
+    /// random insert per record and a quarter of the store).
+    fn note_time(&mut self, tree: &sled::Tree, id: u32, seq: u64, ts: f64) -> R<()> {
+        let ck = keys::chunk_key(id, seq);
+        let latest = self.get(tree, &ck)?.and_then(|v| keys::chunk_latest(&v));
+        if latest.is_none_or(|l| ts > l) {
+            self.put(&ck, ts.to_bits().to_be_bytes().to_vec());
+        }
         Ok(())
     }
 

@@ -88,7 +88,7 @@ fn append_query_and_stats() {
         .map(|(_, b)| b.pattern.quality_achieved)
         .collect();
     assert_eq!(qs, vec![0.4, 0.8, 0.9]);
-    // paging by cursor, ordered by timestamp
+    // paging by cursor, in (origin, seq) order
     let f = RequestFilters {
         min_timestamp: Some(1_700_000_003.0),
         ..Default::default()

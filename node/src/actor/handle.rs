@@ -577,7 +577,7 @@ impl NodeApi for Node {
             })
             .await?
             .map_err(|e| match e {
-                // A cursor naming no stored record (min_timestamp order).
+                // A cursor naming an origin the store does not hold.
                 StoreError::Unsupported(m) => ApiError::bad_request(m, "cursor"),
                 e => ApiError::internal(e.to_string()),
             })?;
