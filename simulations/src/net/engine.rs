@@ -201,6 +201,8 @@ struct Sim {
     record_push_bytes: Vec<usize>,
     /// Records whose first tree push was measured.
     pushed: HashSet<ContentHash>,
+    /// Tree streams are FIFO per link: (from, to) → last arrival.
+    tree_fifo: HashMap<(usize, usize), u64>,
     total_records: usize,
     stayers: usize,
     heal_at: Option<u64>,
@@ -294,6 +296,7 @@ impl Sim {
             records_done: 0,
             record_push_bytes: vec![],
             pushed: HashSet::new(),
+            tree_fifo: HashMap::new(),
             total_records: 0,
             stayers: 0,
             heal_at: None,
@@ -1100,8 +1103,8 @@ impl Sim {
         }
         let bytes = msg.encode();
         let wire = (bytes.len() + TREE_FRAME) as u64;
-        if let TreeMsg::Push { record, hops } = &msg {
-            if *hops == 1 && self.pushed.insert(record.content_hash()) {
+        if let TreeMsg::Push { record } = &msg {
+            if self.pushed.insert(record.content_hash()) {
                 // the record's size, as gossipsub's records topic carries it
                 let push = GossipMessage::RecordPush(RecordPush {
                     v: WIRE_VERSION,
@@ -1120,7 +1123,11 @@ impl Sim {
             return;
         }
         let me = self.peers[i];
-        let t = self.now + self.latency();
+        // one stream per link: a message never overtakes an earlier one
+        let arrival = self.now + self.latency();
+        let last = self.tree_fifo.entry((i, j)).or_insert(0);
+        let t = arrival.max(*last + 1);
+        *last = t;
         let msg = TreeMsg::decode(&bytes);
         self.at(t, Ev::Input(j, Box::new(Input::Tree { peer: me, msg })));
     }
@@ -1132,26 +1139,42 @@ impl Sim {
             .collect();
         let n = on.len().max(1) as f64;
         let mut stats = TreeStats::default();
-        let (mut active, mut eager) = (0usize, 0usize);
+        let mut edges = 0usize;
+        let mut roots = HashSet::new();
+        let (mut detached, mut max_dist, mut dist_sum, mut attached) = (0, 0u8, 0u64, 0u64);
         for s in &on {
             let t = s.state.tree_stats();
             stats.pushes_received += t.pushes_received;
             stats.duplicates += t.duplicates;
-            stats.prunes_sent += t.prunes_sent;
             stats.grafts_sent += t.grafts_sent;
-            stats.optimisations += t.optimisations;
+            stats.graft_records_sent += t.graft_records_sent;
+            stats.repairs += t.repairs;
             stats.ihave_ids_sent += t.ihave_ids_sent;
-            for (_, e) in s.state.tree_neighbours() {
-                active += 1;
-                eager += usize::from(e);
+            stats.states_sent += t.states_sent;
+            stats.parent_changes += t.parent_changes;
+            stats.root_changes += t.root_changes;
+            stats.detached += t.detached;
+            stats.roots_expired += t.roots_expired;
+            edges += s.state.tree_neighbours().filter(|(_, e)| *e).count();
+            let place = s.state.tree_place();
+            roots.insert(place.root);
+            if place.is_root || place.has_parent {
+                max_dist = max_dist.max(place.dist);
+                dist_sum += u64::from(place.dist);
+                attached += 1;
+            } else {
+                detached += 1;
             }
         }
         let on_tree = self.cfg.core.tree.enabled;
         TreeReport {
             records: if on_tree { "tree" } else { "gossipsub" },
             config: on_tree.then(|| self.cfg.core.tree.clone()),
-            active_mean: active as f64 / n,
-            eager_mean: eager as f64 / n,
+            edges_mean: edges as f64 / n,
+            roots: if on_tree { roots.len() } else { 0 },
+            detached: if on_tree { detached } else { 0 },
+            max_dist,
+            mean_dist: dist_sum as f64 / attached.max(1) as f64,
             stats,
         }
     }
