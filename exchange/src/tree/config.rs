@@ -33,6 +33,9 @@ pub struct TreeConfig {
     pub graft_timeout_secs: f64,
     /// Then this long before asking the next announcer.
     pub graft_retry_secs: f64,
+    /// A new tree edge is sent the ids of records verified in the last this
+    /// many seconds (pushes it missed while the tree was changing).
+    pub edge_ids_secs: f64,
     /// Records kept to answer `Graft`, and for how long.
     pub max_cache: usize,
     pub cache_secs: f64,
@@ -69,6 +72,7 @@ impl Default for TreeConfig {
             ihave_delay_secs: 0.1,
             graft_timeout_secs: 0.5,
             graft_retry_secs: 0.4,
+            edge_ids_secs: 10.0,
             max_cache: 1024,
             cache_secs: 30.0,
             max_seen: 16_384,

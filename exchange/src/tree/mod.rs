@@ -279,7 +279,7 @@ impl Tree {
             TreeIn::Message { from, msg } => self.on_message(from, msg, now),
             TreeIn::Verdict { id, accept } => self.on_verdict(id, accept, now),
             TreeIn::Broadcast(r) => self.on_broadcast(r, now),
-            TreeIn::Have(id) => self.on_have(id),
+            TreeIn::Have(id) => self.on_have(id, now),
             TreeIn::Timer => self.on_timer(now),
         }
         std::mem::take(&mut self.out)

@@ -38,6 +38,30 @@ impl Tree {
         }
     }
 
+    /// `p` just became a tree edge: the ids of recent records, so that it
+    /// grafts what it missed while it was not one.
+    pub(super) fn new_edge(&mut self, p: PeerId, now: f64) {
+        let since = now - self.cfg.edge_ids_secs;
+        let mut ids: Vec<(f64, u64)> = self
+            .cache
+            .iter()
+            .filter(|(id, c)| {
+                c.ok && c.at >= since && !self.seen.get(id).is_some_and(|s| s.told.contains(&p))
+            })
+            .map(|(id, c)| (c.at, *id))
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        ids.sort_by(|a, b| b.0.total_cmp(&a.0));
+        ids.truncate(MAX_IDS_PER_MSG);
+        self.stats.ihave_ids_sent += ids.len() as u64;
+        self.send(
+            p,
+            TreeMsg::IHave(ids.into_iter().map(|(_, id)| id).collect()),
+        );
+    }
+
     /// Peers that get ids: the chosen ones, then those sending us theirs (bounded).
     fn lazy(&self, now: f64) -> Vec<PeerId> {
         let mut v: Vec<PeerId> = self
@@ -176,9 +200,14 @@ impl Tree {
         }
     }
 
-    pub(super) fn on_have(&mut self, hash: ContentHash) {
+    pub(super) fn on_have(&mut self, hash: ContentHash, now: f64) {
         let id = short_id(&hash);
         self.missing.remove(&id);
+        if self.cache.get(&id).is_some_and(|c| !c.ok) {
+            // pushed to us, then stored by another path (its verdict was
+            // "already on its way"): valid, so forward it as if accepted
+            return self.on_verdict(hash, true, now);
+        }
         if !self.seen.contains_key(&id) {
             self.seen.insert(
                 id,

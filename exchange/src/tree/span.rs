@@ -82,8 +82,12 @@ impl Tree {
             self.own_seq = seq;
         }
         let changed = self.reselect(now);
-        if was_child != self.peers.get(&from).is_some_and(|p| p.child) {
+        let is_child = self.peers.get(&from).is_some_and(|p| p.child);
+        if was_child != is_child {
             self.refresh_lazy();
+            if is_child && self.parent != Some(from) {
+                self.new_edge(from, now);
+            }
         }
         let Some(p) = self.peers.get(&from) else {
             return;
@@ -171,6 +175,12 @@ impl Tree {
         }
         if self.parent != old_parent {
             self.refresh_lazy();
+            if let Some(p) = self
+                .parent
+                .filter(|p| !self.peers.get(p).is_some_and(|x| x.child))
+            {
+                self.new_edge(p, now);
+            }
         }
         changed
     }

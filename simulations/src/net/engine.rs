@@ -1226,6 +1226,17 @@ impl Sim {
         }
         if self.nodes[i].never_left {
             if let Some(r) = self.records.get_mut(&hash) {
+                if self.trace && self.now > r.0 + 3 * SEC {
+                    let c = self.nodes[i].state.counters();
+                    eprintln!(
+                        "slow: node {i} record {:?} after {:.2}s {:?} pulled {} {:?}",
+                        &hash.0[..4],
+                        (self.now - r.0) as f64 / 1e6,
+                        self.nodes[i].state.tree_place(),
+                        c.pulled_records_received,
+                        self.nodes[i].state.tree_stats()
+                    );
+                }
                 r.1 += 1;
                 if r.1 == self.stayers && r.2.is_none() {
                     r.2 = Some(self.now);
