@@ -597,7 +597,15 @@ impl State {
             match o {
                 TreeOut::Send { to, msg } => self.out.push(Output::Tree { peer: to, msg }),
                 TreeOut::Schedule { at } => self.schedule(at, Timer::Tree),
-                TreeOut::Repair { peer } => self.start_recon(peer, now),
+                TreeOut::Repair { peer } => {
+                    // a session already running may predate the record: the next one
+                    if self.peers.get(&peer).is_some_and(|i| i.recon_running) {
+                        let at = now + self.cfg.recon_min_interval_secs;
+                        self.schedule(at, Timer::Reconcile(peer));
+                    } else {
+                        self.start_recon(peer, now);
+                    }
+                }
                 TreeOut::Deliver { from, id, record } => {
                     self.counters.gossip_records_received += 1;
                     self.ingest(vec![record], Via::Tree { peer: from, id }, now);

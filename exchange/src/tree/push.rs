@@ -313,7 +313,12 @@ impl Tree {
                     // nobody left to ask: exact digest repair with the last one
                     let last = m.last;
                     self.missing.remove(&id);
-                    if let Some(p) = last.filter(|p| self.peers.contains_key(p)) {
+                    // the last announcer, else our parent, else any peer
+                    let peer = last
+                        .filter(|p| self.peers.contains_key(p))
+                        .or(self.parent)
+                        .or_else(|| self.peers.keys().next().copied());
+                    if let Some(p) = peer {
                         if !repairs.contains(&p) {
                             repairs.push(p);
                         }
