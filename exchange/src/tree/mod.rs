@@ -208,6 +208,8 @@ pub struct Tree {
     next_beat: f64,
     /// A newer sequence number was offered by a peer other than our parent: take it from whoever at this time.
     hold_until: Option<f64>,
+    /// Our parent has not yet confirmed us as its child: resend our `State` to it at this time.
+    confirm_at: Option<f64>,
     /// Dropped roots → the last sequence number heard (older offers of them are ignored).
     dead: BoundedMap<u64, u32>,
     // ---- the push (push.rs) ----
@@ -245,6 +247,7 @@ impl Tree {
             root_heard_at: f64::NEG_INFINITY,
             next_beat: f64::NEG_INFINITY,
             hold_until: None,
+            confirm_at: None,
             dead: BoundedMap::new(cfg.max_dead_roots),
             seen: BoundedMap::new(cfg.max_seen),
             cache: BoundedMap::new(cfg.max_cache),
@@ -410,7 +413,10 @@ impl Tree {
         } else {
             self.root_heard_at + self.cfg.root_max_age_secs
         };
-        for t in [self.flush_at, self.hold_until].into_iter().flatten() {
+        for t in [self.flush_at, self.hold_until, self.confirm_at]
+            .into_iter()
+            .flatten()
+        {
             next = next.min(t);
         }
         for (_, m) in self.missing.iter() {

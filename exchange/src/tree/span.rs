@@ -86,8 +86,19 @@ impl Tree {
         if was_child != is_child {
             self.refresh_lazy();
             if is_child && self.parent != Some(from) {
+                // confirm the new child (it resends until we do) and send it
+                // what it may have missed
+                if !changed {
+                    self.send_state(from, now);
+                }
                 self.new_edge(from, now);
             }
+        } else if is_child && self.parent != Some(from) {
+            // a child repeating itself: our confirmation may have been lost
+            self.correct(from, now);
+        }
+        if self.parent == Some(from) && rel & REL_CHILD != 0 {
+            self.confirm_at = None;
         }
         let Some(p) = self.peers.get(&from) else {
             return;
@@ -174,6 +185,7 @@ impl Tree {
             }
         }
         if self.parent != old_parent {
+            self.confirm_at = self.parent.map(|_| now + self.cfg.correct_secs);
             self.refresh_lazy();
             if let Some(p) = self
                 .parent
@@ -267,10 +279,18 @@ impl Tree {
             self.reselect(now);
             self.hold_until = None;
         }
+        if self.confirm_at.is_some_and(|t| t <= now) {
+            // the parent did not confirm us: our `State` (or its answer) was lost
+            self.confirm_at = Some(now + self.cfg.correct_secs);
+            if let Some(p) = self.parent {
+                self.send_state(p, now);
+            }
+        }
     }
 
     fn become_root(&mut self, now: f64) {
         let old_parent = self.parent.take();
+        self.confirm_at = None;
         self.own_seq = self.own_seq.saturating_add(1);
         self.root = self.key;
         self.seq = self.own_seq;
