@@ -34,7 +34,8 @@ pub struct TreeConfig {
     /// Then this long before asking the next announcer.
     pub graft_retry_secs: f64,
     /// A new tree edge is sent the ids of records verified in the last this
-    /// many seconds (pushes it missed while the tree was changing).
+    /// many seconds (pushes it missed while the tree was changing; longer
+    /// than a root change: `root_max_age_secs` + a few heartbeats).
     pub edge_ids_secs: f64,
     /// Records kept to answer `Graft`, and for how long.
     pub max_cache: usize,
@@ -72,7 +73,7 @@ impl Default for TreeConfig {
             ihave_delay_secs: 0.1,
             graft_timeout_secs: 0.5,
             graft_retry_secs: 0.4,
-            edge_ids_secs: 10.0,
+            edge_ids_secs: 20.0,
             max_cache: 1024,
             cache_secs: 30.0,
             max_seen: 16_384,
