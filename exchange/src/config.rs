@@ -95,7 +95,7 @@ pub struct Config {
     /// Confidence (P(best)) of our `optimal_quality_depth` insight needed
     /// before it is promoted to the parent.
     pub promote_min_confidence: f64,
-    /// Records over a Plumtree push (`exchange/src/tree.rs`) instead of gossipsub (off by default).
+    /// Records over a spanning-tree push (`exchange/src/tree/`) instead of gossipsub (off by default).
     pub tree: crate::tree::TreeConfig,
 }
 

@@ -192,7 +192,7 @@ impl State {
         }
         let _ = insight_seq;
         State {
-            ptree: crate::tree::Tree::new(cfg.tree.clone(), init.seed ^ 0x7472_6565),
+            ptree: crate::tree::Tree::new(cfg.tree.clone(), me, init.seed ^ 0x7472_6565),
             tree: DigestTree::from_frontier(&init.frontier),
             rng: ChaCha8Rng::seed_from_u64(init.seed),
             own,
@@ -346,9 +346,14 @@ impl State {
         self.ptree.stats()
     }
 
-    /// The record tree's neighbours (peer, eager).
+    /// The record tree's connected peers (peer, is a tree edge: parent or child).
     pub fn tree_neighbours(&self) -> impl Iterator<Item = (&PeerId, bool)> {
         self.ptree.active()
+    }
+
+    /// Where this node sits in the record tree (root, distance, children).
+    pub fn tree_place(&self) -> crate::tree::Place {
+        self.ptree.place()
     }
 
     // ---- helpers -----------------------------------------------------------------
@@ -534,8 +539,15 @@ impl State {
         }
         let root = self.tree.root();
         let since = now - self.last_announce_at;
+        // With the tree on, new records travel by the tree (and its repair):
+        // announcing changes is the last resort, at the tree's slower cadence.
+        let interval = if self.cfg.tree.enabled {
+            self.cfg.tree.announce_interval_secs
+        } else {
+            self.cfg.announce_interval_secs
+        };
         let due = if root != self.announced_root {
-            since >= self.cfg.announce_interval_secs
+            since >= interval
         } else {
             since >= self.cfg.announce_idle_secs
         };
@@ -575,7 +587,7 @@ impl State {
     }
 }
 
-// ---- the record tree (exchange/src/tree.rs) ---------------------------------
+// ---- the record tree (exchange/src/tree/) ------------------------------------
 
 impl State {
     /// Run the tree and turn what it asks for into outputs.
@@ -585,9 +597,16 @@ impl State {
             match o {
                 TreeOut::Send { to, msg } => self.out.push(Output::Tree { peer: to, msg }),
                 TreeOut::Schedule { at } => self.schedule(at, Timer::Tree),
-                TreeOut::Deliver {
-                    from, id, record, ..
-                } => {
+                TreeOut::Repair { peer } => {
+                    // a session already running may predate the record: the next one
+                    if self.peers.get(&peer).is_some_and(|i| i.recon_running) {
+                        let at = now + self.cfg.recon_min_interval_secs;
+                        self.schedule(at, Timer::Reconcile(peer));
+                    } else {
+                        self.start_recon(peer, now);
+                    }
+                }
+                TreeOut::Deliver { from, id, record } => {
                     self.counters.gossip_records_received += 1;
                     self.ingest(vec![record], Via::Tree { peer: from, id }, now);
                 }

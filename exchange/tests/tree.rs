@@ -1,10 +1,12 @@
-//! The record tree (`metamesh_exchange::tree`) on its own: a random
-//! connected overlay of trees with messages delivered in random order.
+//! The record tree (`metamesh_exchange::tree`) on its own: random connected
+//! overlays of trees with messages delivered in random order.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use libp2p_identity::PeerId;
-use metamesh_exchange::tree::{Tree, TreeConfig, TreeIn, TreeMsg, TreeOut, MAX_IDS_PER_MSG};
+use metamesh_exchange::tree::{
+    Tree, TreeConfig, TreeIn, TreeMsg, TreeOut, MAX_IDS_PER_MSG, MAX_TREE_MSG_BYTES,
+};
 use metamesh_protocol::record::{ContentHash, RecordKind};
 use metamesh_protocol::SignedRecord;
 use rand::seq::SliceRandom;
@@ -28,21 +30,30 @@ fn peer(i: usize) -> PeerId {
         .to_peer_id()
 }
 
-/// N trees on a random connected overlay; every message is delivered in a
-/// random order (any reordering, across and within links), timers fire when
-/// the clock reaches them.
+/// N trees on a random connected overlay; messages are delivered in a
+/// random order across links (FIFO within one, as on the node's stream),
+/// verdicts in any order, timers fire when the clock reaches them. A
+/// message over a link that is down is dropped; `Repair` is answered as the
+/// core's digest repair would (the records the peer holds).
 struct Net {
     rng: ChaCha8Rng,
     trees: Vec<Tree>,
     ids: BTreeMap<PeerId, usize>,
     peers: Vec<PeerId>,
-    bag: Vec<(usize, TreeIn)>,
+    links: BTreeSet<(usize, usize)>,
+    bag: Vec<(usize, Option<usize>, TreeIn)>,
     timers: Vec<Option<f64>>,
     now: f64,
     held: Vec<BTreeSet<ContentHash>>,
     pushes: u64,
     /// Drop this fraction of messages.
     loss: f64,
+    gone: BTreeSet<usize>,
+    repairs: u64,
+}
+
+fn key(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
 }
 
 impl Net {
@@ -50,44 +61,79 @@ impl Net {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let peers: Vec<PeerId> = (0..n).map(peer).collect();
         let ids = peers.iter().enumerate().map(|(i, p)| (*p, i)).collect();
-        let trees = (0..n).map(|i| Tree::new(cfg.clone(), i as u64)).collect();
+        let trees = (0..n)
+            .map(|i| Tree::new(cfg.clone(), peers[i], i as u64))
+            .collect();
         let mut edges = BTreeSet::new();
         // a random spanning tree keeps the overlay connected, then extra edges
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rng);
         for k in 1..n {
             let j = order[rng.gen_range(0..k)];
-            edges.insert((order[k].min(j), order[k].max(j)));
+            edges.insert(key(order[k], j));
         }
         for _ in 0..extra * n {
             let (a, b) = (rng.gen_range(0..n), rng.gen_range(0..n));
             if a != b {
-                edges.insert((a.min(b), a.max(b)));
+                edges.insert(key(a, b));
             }
         }
         let mut net = Net {
             rng,
             trees,
             ids,
+            links: BTreeSet::new(),
             bag: vec![],
             timers: vec![None; n],
             now: 0.0,
             held: vec![BTreeSet::new(); n],
             pushes: 0,
             loss: 0.0,
+            gone: BTreeSet::new(),
+            repairs: 0,
             peers,
         };
-        let mut ups: Vec<(usize, TreeIn)> = vec![];
+        let mut edges: Vec<_> = edges.into_iter().collect();
+        edges.shuffle(&mut net.rng);
         for (a, b) in edges {
-            ups.push((a, TreeIn::Up(net.peers[b])));
-            ups.push((b, TreeIn::Up(net.peers[a])));
+            net.up(a, b);
         }
-        ups.shuffle(&mut net.rng);
-        net.bag.extend(ups);
         net
     }
 
+    fn up(&mut self, a: usize, b: usize) {
+        self.links.insert(key(a, b));
+        let (pa, pb) = (self.peers[a], self.peers[b]);
+        self.input(a, TreeIn::Up(pb));
+        self.input(b, TreeIn::Up(pa));
+    }
+
+    fn down(&mut self, a: usize, b: usize) {
+        if self.links.remove(&key(a, b)) {
+            let (pa, pb) = (self.peers[a], self.peers[b]);
+            self.input(a, TreeIn::Down(pb));
+            self.input(b, TreeIn::Down(pa));
+        }
+    }
+
+    /// Node `i` leaves: every link of it goes down.
+    fn leave(&mut self, i: usize) {
+        let mine: Vec<_> = self
+            .links
+            .iter()
+            .filter(|(a, b)| *a == i || *b == i)
+            .copied()
+            .collect();
+        for (a, b) in mine {
+            self.down(a, b);
+        }
+        self.gone.insert(i);
+    }
+
     fn input(&mut self, i: usize, input: TreeIn) {
+        if self.gone.contains(&i) {
+            return;
+        }
         let outs = self.trees[i].handle(input, self.now);
         for o in outs {
             match o {
@@ -101,17 +147,28 @@ impl Net {
                     let from = self.peers[i];
                     // through the wire format
                     let msg = TreeMsg::decode(&msg.encode()).expect("own messages decode");
-                    self.bag
-                        .push((self.ids[&to], TreeIn::Message { from, msg }));
+                    let j = self.ids[&to];
+                    self.bag.push((j, Some(i), TreeIn::Message { from, msg }));
                 }
                 TreeOut::Deliver { id, .. } => {
                     assert!(self.held[i].insert(id), "delivered twice");
                     // the core's verdict comes back later, in any order
-                    self.bag.push((i, TreeIn::Verdict { id, accept: true }));
+                    self.bag
+                        .push((i, None, TreeIn::Verdict { id, accept: true }));
                 }
                 TreeOut::Schedule { at } => {
                     assert!(at >= self.now, "timer in the past");
-                    self.timers[i] = Some(at);
+                    self.timers[i] = Some(self.timers[i].map_or(at, |t| t.min(at)));
+                }
+                TreeOut::Repair { peer } => {
+                    let j = self.ids[&peer];
+                    let theirs: Vec<ContentHash> =
+                        self.held[j].difference(&self.held[i]).copied().collect();
+                    self.repairs += 1;
+                    for id in theirs {
+                        self.held[i].insert(id);
+                        self.input(i, TreeIn::Have(id));
+                    }
                 }
             }
         }
@@ -125,6 +182,27 @@ impl Net {
         id
     }
 
+    /// A random message, but the oldest one on its link: a link is one
+    /// stream (FIFO, as the node's), links race each other.
+    fn deliver_one(&mut self) {
+        let k = self.rng.gen_range(0..self.bag.len());
+        let (to, via) = (self.bag[k].0, self.bag[k].1);
+        let k = if via.is_some() {
+            self.bag
+                .iter()
+                .position(|(t, f, _)| *t == to && *f == via)
+                .unwrap_or(k)
+        } else {
+            k
+        };
+        let (i, from, input) = self.bag.remove(k);
+        self.now += self.rng.gen_range(0.0..0.002);
+        // a message on a link that went down is lost with it
+        if from.is_none_or(|f| self.links.contains(&key(f, i))) {
+            self.input(i, input);
+        }
+    }
+
     /// Run until nothing is left to deliver and no timer is due before `until`.
     fn run(&mut self, until: f64) {
         loop {
@@ -136,10 +214,7 @@ impl Net {
                 .min_by(|a, b| a.0.total_cmp(&b.0));
             let timer_due = next.is_some_and(|(t, _)| t <= self.now);
             if !self.bag.is_empty() && (!timer_due || self.rng.gen_bool(0.9)) {
-                let k = self.rng.gen_range(0..self.bag.len());
-                let (i, input) = self.bag.swap_remove(k);
-                self.now += self.rng.gen_range(0.0..0.002);
-                self.input(i, input);
+                self.deliver_one();
                 continue;
             }
             match next {
@@ -148,13 +223,69 @@ impl Net {
                     self.timers[i] = None;
                     self.input(i, TreeIn::Timer);
                 }
-                _ => return,
+                _ => {
+                    self.now = self.now.max(until);
+                    return;
+                }
             }
         }
     }
 
+    fn present(&self) -> Vec<usize> {
+        (0..self.trees.len())
+            .filter(|i| !self.gone.contains(i))
+            .collect()
+    }
+
     fn everyone_holds(&self, id: &ContentHash) -> bool {
-        self.held.iter().all(|h| h.contains(id))
+        self.present().iter().all(|&i| self.held[i].contains(id))
+    }
+
+    fn roots(&self, nodes: &[usize]) -> BTreeSet<u64> {
+        nodes.iter().map(|&i| self.trees[i].place().root).collect()
+    }
+
+    /// `nodes` form one tree: one root, every other node's parent chain
+    /// reaches it without a cycle, each parent lists the node as a child
+    /// (N − 1 edges, each known at both ends).
+    fn assert_one_tree(&self, nodes: &[usize]) {
+        let roots = self.roots(nodes);
+        assert_eq!(roots.len(), 1, "roots {roots:?}");
+        let set: BTreeSet<usize> = nodes.iter().copied().collect();
+        let mut edges = 0;
+        let mut is_root = 0;
+        for &i in nodes {
+            let t = &self.trees[i];
+            match t.parent() {
+                None => {
+                    assert!(t.place().is_root, "node {i} detached: {:?}", t.place());
+                    is_root += 1;
+                }
+                Some(p) => {
+                    let j = self.ids[p];
+                    assert!(set.contains(&j), "node {i}'s parent {j} is not in the tree");
+                    let knows = self.trees[j]
+                        .active()
+                        .any(|(q, e)| *q == self.peers[i] && e);
+                    assert!(knows, "parent {j} does not know child {i}");
+                    edges += 1;
+                }
+            }
+            // walk up: no cycle
+            let mut cur = i;
+            for _ in 0..=nodes.len() {
+                match self.trees[cur].parent() {
+                    Some(p) => cur = self.ids[p],
+                    None => break,
+                }
+            }
+            assert!(
+                self.trees[cur].place().is_root,
+                "node {i}: cycle or detached"
+            );
+        }
+        assert_eq!(is_root, 1);
+        assert_eq!(edges, nodes.len() - 1);
     }
 
     fn check_bounds(&self) {
@@ -170,8 +301,10 @@ impl Net {
 fn every_record_reaches_every_node_for_random_event_orders() {
     for seed in 0..3 {
         let mut net = Net::new(40, 3, TreeConfig::default(), seed);
-        net.run(10.0);
-        // concurrent origins, records interleaved with one another
+        // records start shortly after the tree formed (before the first
+        // heartbeat); records published while nobody has an edge yet are the
+        // core's connect-time reconciliation's to repair, not the tree's
+        net.run(1.0);
         let mut ids = vec![];
         for _ in 0..20 {
             let o = net.rng.gen_range(0..40);
@@ -180,12 +313,10 @@ fn every_record_reaches_every_node_for_random_event_orders() {
                 if net.bag.is_empty() {
                     break;
                 }
-                let k = net.rng.gen_range(0..net.bag.len());
-                let (i, input) = net.bag.swap_remove(k);
-                net.input(i, input);
+                net.deliver_one();
             }
         }
-        net.run(net.now + 60.0);
+        net.run(net.now + 30.0);
         for id in &ids {
             assert!(net.everyone_holds(id), "seed {seed}: {id:?} missing");
         }
@@ -194,67 +325,136 @@ fn every_record_reaches_every_node_for_random_event_orders() {
 }
 
 #[test]
-fn duplicates_prune_the_overlay_to_a_tree() {
+fn a_settled_tree_spans_the_overlay_and_records_cost_one_push_per_receiver() {
     let n = 80;
-    // only the tree's pushes (no flood publish to non-neighbours), every
-    // record shapes the tree
-    let cfg = TreeConfig {
-        publish_extra: 0,
-        shape_one_in: 1,
-        prune_after: 2,
-        ..TreeConfig::default()
-    };
-    let mut net = Net::new(n, 3, cfg, 7);
+    let mut net = Net::new(n, 3, TreeConfig::default(), 7);
     net.run(10.0);
-    let mut last = vec![];
-    for k in 0..40 {
+    net.assert_one_tree(&net.present());
+    let r = n as u64 - 1;
+    let mut costs = vec![];
+    for k in 0..20 {
         let before = net.pushes;
         let o = net.rng.gen_range(0..n);
         let id = net.broadcast(o);
-        net.run(net.now + 5.0);
+        net.run(net.now + 2.0);
         assert!(net.everyone_holds(&id), "record {k}");
-        last.push(net.pushes - before);
+        costs.push(net.pushes - before);
     }
-    // the first records flood the active view (≈ 3.7 pushes per receiver);
-    // pruning brings later ones well under 1.5 (measured ≈ 1.25: not a
-    // pure tree yet, see docs/notes/tree.md)
-    let r = n as u64 - 1;
-    let first = last[0];
-    let tail: u64 = last[30..].iter().sum();
-    assert!(first > 3 * r, "first {first}");
+    let total: u64 = costs.iter().sum();
     assert!(
-        tail <= 10 * r * 3 / 2,
-        "last 10 records: {tail} pushes for {r} receivers each: {last:?}"
+        total as f64 <= 1.1 * (20 * r) as f64,
+        "{total} pushes for 20 records × {r} receivers: {costs:?}"
     );
-    let eager: usize = net
-        .trees
-        .iter()
-        .map(|t| t.active().filter(|(_, e)| *e).count())
-        .sum();
-    let active: usize = net.trees.iter().map(|t| t.active().count()).sum();
-    assert!(
-        eager < active,
-        "some links became lazy: {eager} of {active}"
-    );
+    // still one tree: records do not move it
+    net.assert_one_tree(&net.present());
 }
 
 #[test]
-fn lost_pushes_are_grafted_from_lazy_announcers() {
+fn when_the_root_leaves_a_new_tree_forms_and_records_reach_everyone() {
+    let n = 60;
+    let cfg = TreeConfig::default();
+    let mut net = Net::new(n, 3, cfg.clone(), 5);
+    net.run(10.0);
+    net.assert_one_tree(&net.present());
+    let root = (0..n)
+        .find(|&i| net.trees[i].place().is_root)
+        .expect("a root");
+    net.leave(root);
+    // records during the change still arrive (ids and grafts)
+    let mut ids = vec![];
+    for _ in 0..5 {
+        let o = *net.present().choose(&mut net.rng).unwrap();
+        ids.push(net.broadcast(o));
+        net.run(net.now + 1.0);
+    }
+    net.run(net.now + cfg.root_max_age_secs + 3.0 * cfg.heartbeat_secs);
+    net.assert_one_tree(&net.present());
+    let old = metamesh_exchange::tree::root_key(&net.peers[root]);
+    assert!(!net.roots(&net.present()).contains(&old));
+    for _ in 0..5 {
+        let o = *net.present().choose(&mut net.rng).unwrap();
+        ids.push(net.broadcast(o));
+        net.run(net.now + 2.0);
+    }
+    // The tree alone: a node that became a tree edge after a record passed
+    // and was in nobody's id set can miss it (see docs/notes/tree2.md);
+    // nearly everything must still arrive by the tree.
+    let n_left = net.present().len();
+    let held: usize = ids
+        .iter()
+        .map(|id| {
+            net.present()
+                .iter()
+                .filter(|&&i| net.held[i].contains(id))
+                .count()
+        })
+        .sum();
+    assert!(
+        held as f64 >= 0.99 * (ids.len() * n_left) as f64,
+        "held {held} of {}",
+        ids.len() * n_left
+    );
+    // then one round of the core's digest repair (what the next digest
+    // announcement starts): each node reconciles with its parent
+    for i in net.present() {
+        if let Some(p) = net.trees[i].parent().copied() {
+            let j = net.ids[&p];
+            let theirs: Vec<ContentHash> = net.held[j].difference(&net.held[i]).copied().collect();
+            for id in theirs {
+                net.held[i].insert(id);
+                net.input(i, TreeIn::Have(id));
+            }
+        }
+    }
+    for id in &ids {
+        assert!(net.everyone_holds(id), "{id:?} missing");
+    }
+}
+
+#[test]
+fn a_healed_partition_ends_with_one_root() {
+    let n = 60;
+    let cfg = TreeConfig::default();
+    let mut net = Net::new(n, 3, cfg.clone(), 9);
+    net.run(10.0);
+    net.assert_one_tree(&net.present());
+    let side: Vec<bool> = (0..n).map(|_| net.rng.gen_bool(0.5)).collect();
+    let cut: Vec<(usize, usize)> = net
+        .links
+        .iter()
+        .filter(|(a, b)| side[*a] != side[*b])
+        .copied()
+        .collect();
+    for &(a, b) in &cut {
+        net.down(a, b);
+    }
+    net.run(net.now + cfg.root_max_age_secs + 3.0 * cfg.heartbeat_secs);
+    // each side that is still connected in itself has its own root
+    let left: Vec<usize> = (0..n).filter(|i| side[*i]).collect();
+    let right: Vec<usize> = (0..n).filter(|i| !side[*i]).collect();
+    let (l, r) = (net.roots(&left), net.roots(&right));
+    assert!(l.is_disjoint(&r), "a root across the cut: {l:?} {r:?}");
+    for (a, b) in cut {
+        net.up(a, b);
+    }
+    net.run(net.now + 3.0 * cfg.heartbeat_secs);
+    net.assert_one_tree(&net.present());
+    let id = net.broadcast(0);
+    net.run(net.now + 2.0);
+    assert!(net.everyone_holds(&id));
+}
+
+#[test]
+fn lost_pushes_are_grafted_from_id_announcers() {
     let n = 50;
     let mut net = Net::new(n, 3, TreeConfig::default(), 11);
     net.run(10.0);
-    // settle the tree, then lose messages
-    for _ in 0..10 {
-        let o = net.rng.gen_range(0..n);
-        net.broadcast(o);
-        net.run(net.now + 5.0);
-    }
     net.loss = 0.02;
     let mut ids = vec![];
     for _ in 0..20 {
         let o = net.rng.gen_range(0..n);
         ids.push(net.broadcast(o));
-        net.run(net.now + 5.0);
+        net.run(net.now + 3.0);
     }
     let held: usize = ids
         .iter()
@@ -280,37 +480,40 @@ fn no_input_sequence_panics_or_grows_a_table_past_its_bound() {
         max_announcers: 2,
         max_connected: 6,
         max_queued_ids: 16,
-        active_target: 2,
-        active_max: 3,
+        max_dead_roots: 3,
+        lazy_peers: 2,
+        max_lazy: 3,
+        max_dist: 5,
         ..TreeConfig::default()
     };
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let peers: Vec<PeerId> = (0..12).map(peer).collect();
     let recs: Vec<SignedRecord> = (0..40).map(|_| record(&mut rng)).collect();
     let ids: Vec<ContentHash> = recs.iter().map(|r| r.content_hash()).collect();
+    let short: Vec<u64> = ids.iter().map(metamesh_exchange::tree::short_id).collect();
     for round in 0..10 {
-        let mut t = Tree::new(cfg.clone(), round);
+        let mut t = Tree::new(cfg.clone(), peers[0], round);
         let mut now = 0.0;
-        for _ in 0..2000 {
+        for _ in 0..3000 {
             now += rng.gen_range(0.0..0.3);
             let p = *peers.choose(&mut rng).unwrap();
             let id = *ids.choose(&mut rng).unwrap();
-            let msg = match rng.gen_range(0..8) {
+            let msg = match rng.gen_range(0..4) {
                 0 => TreeMsg::Push {
                     record: recs.choose(&mut rng).unwrap().clone(),
-                    hops: rng.gen(),
                 },
                 1 => TreeMsg::IHave(
                     (0..rng.gen_range(0..2 * MAX_IDS_PER_MSG))
-                        .map(|_| (*ids.choose(&mut rng).unwrap(), rng.gen()))
+                        .map(|_| *short.choose(&mut rng).unwrap())
                         .collect(),
                 ),
-                2 => TreeMsg::Graft((0..rng.gen_range(0..200)).map(|_| id).collect()),
-                3 => TreeMsg::Prune,
-                4 => TreeMsg::Join { urgent: rng.gen() },
-                5 => TreeMsg::Accept,
-                6 => TreeMsg::Refuse,
-                _ => TreeMsg::Leave,
+                2 => TreeMsg::Graft((0..rng.gen_range(0..200)).map(|_| rng.gen()).collect()),
+                _ => TreeMsg::State {
+                    root: rng.gen_range(0..20),
+                    seq: rng.gen_range(0..10),
+                    dist: rng.gen(),
+                    rel: rng.gen(),
+                },
             };
             let input = match rng.gen_range(0..10) {
                 0 => TreeIn::Up(p),
@@ -327,27 +530,26 @@ fn no_input_sequence_panics_or_grows_a_table_past_its_bound() {
             for o in t.handle(input, now) {
                 match &o {
                     TreeOut::Send {
-                        msg: TreeMsg::IHave(v),
+                        msg: TreeMsg::IHave(v) | TreeMsg::Graft(v),
                         ..
                     } => assert!(v.len() <= MAX_IDS_PER_MSG),
-                    TreeOut::Send {
-                        msg: TreeMsg::Graft(v),
-                        ..
-                    } => assert!(v.len() <= MAX_IDS_PER_MSG),
+                    TreeOut::Schedule { at } => assert!(*at >= now),
                     _ => {}
                 }
             }
             for (name, len, cap) in t.table_sizes() {
                 assert!(len <= cap, "{name}: {len} > {cap}");
             }
+            let place = t.place();
+            assert!(place.is_root || place.dist >= 1, "{place:?}");
         }
     }
     // bytes off the wire never panic and are bounded
-    for _ in 0..2000 {
+    for _ in 0..3000 {
         let n = rng.gen_range(0..600);
         let mut b = vec![0u8; n];
         rng.fill(&mut b[..]);
         let _ = TreeMsg::decode(&b);
     }
-    assert!(TreeMsg::decode(&vec![0u8; metamesh_exchange::tree::MAX_TREE_MSG_BYTES + 1]).is_err());
+    assert!(TreeMsg::decode(&vec![0u8; MAX_TREE_MSG_BYTES + 1]).is_err());
 }

@@ -8,27 +8,35 @@ use serde::{Deserialize, Serialize};
 pub struct TreeConfig {
     /// Push records over the tree instead of gossipsub's records topic.
     pub enabled: bool,
-    /// Ask connected peers to become neighbours while fewer than this.
-    pub active_target: usize,
-    /// Refuse neighbours beyond this (unless the asker has none).
-    pub active_max: usize,
-    /// Ids to lazy neighbours are batched this long.
+    // ---- the spanning tree ---------------------------------------------------
+    /// The root bumps its sequence number this often; the new number goes
+    /// down the tree and to every tree peer (liveness and re-attachment).
+    pub heartbeat_secs: f64,
+    /// A root whose sequence number did not grow for this long is dropped.
+    pub root_max_age_secs: f64,
+    /// A newer root sequence number offered by a peer other than our parent
+    /// is taken only if the parent does not relay it within this (keeps the
+    /// tree from following each heartbeat's first arrival).
+    pub hold_secs: f64,
+    /// Distances at or beyond this count as detached (bounds count-to-infinity).
+    pub max_dist: u8,
+    /// A peer whose view of our link differs is sent our state at most this often.
+    pub correct_secs: f64,
+    // ---- records ---------------------------------------------------------------
+    /// Non-tree peers we send ids of new records to (repair); peers that
+    /// send us ids get ours too, up to `max_lazy` in all.
+    pub lazy_peers: usize,
+    pub max_lazy: usize,
+    /// Ids are batched this long.
     pub ihave_delay_secs: f64,
-    /// Wait this long after the first announcement of a missing record before `Graft`.
+    /// Wait this long after the first id of a missing record before `Graft`.
     pub graft_timeout_secs: f64,
     /// Then this long before asking the next announcer.
     pub graft_retry_secs: f64,
-    /// Swap an eager link for a lazy one announcing this many hops earlier (0: off).
-    pub optimize_hops: u16,
-    /// A neighbour's score: +1 for a record it gave us first, −1 for a
-    /// duplicate; at −`prune_after` we prune it (stop pushing to us),
-    /// unless it is the last neighbour still pushing to us.
-    pub prune_after: i32,
-    /// Only records whose hash's first byte is a multiple of this move scores (1: all).
-    pub shape_one_in: u8,
-    /// Our own records also go in full to this many connected peers outside
-    /// the tree (gossipsub's flood publish: more starting points, lower depth).
-    pub publish_extra: usize,
+    /// A new tree edge is sent the ids of records verified in the last this
+    /// many seconds (pushes it missed while the tree was changing; longer
+    /// than a root change: `root_max_age_secs` + a few heartbeats).
+    pub edge_ids_secs: f64,
     /// Records kept to answer `Graft`, and for how long.
     pub max_cache: usize,
     pub cache_secs: f64,
@@ -38,28 +46,34 @@ pub struct TreeConfig {
     pub max_missing: usize,
     /// Announcers remembered per missing record.
     pub max_announcers: usize,
-    /// Connected peers tracked (candidates for the active view).
+    /// Connected peers tracked.
     pub max_connected: usize,
-    /// Ids queued per lazy neighbour.
+    /// Ids queued per peer.
     pub max_queued_ids: usize,
-    /// An unanswered `Join` is given up after this; a refusing peer is not asked again for this.
-    pub join_timeout_secs: f64,
-    pub refuse_backoff_secs: f64,
+    /// Dropped roots remembered (with the last sequence number heard).
+    pub max_dead_roots: usize,
+    // ---- the core, while the tree is on ----------------------------------------------
+    /// Seconds between digest announcements while the frontier changes (the
+    /// tree pushes new records and repairs misses by ids; the announcement
+    /// is the last resort, as is the idle one).
+    pub announce_interval_secs: f64,
 }
 
 impl Default for TreeConfig {
     fn default() -> Self {
         TreeConfig {
             enabled: false,
-            active_target: 4,
-            active_max: 6,
+            heartbeat_secs: 3.0,
+            root_max_age_secs: 8.0,
+            hold_secs: 0.5,
+            max_dist: 32,
+            correct_secs: 1.0,
+            lazy_peers: 2,
+            max_lazy: 6,
             ihave_delay_secs: 0.1,
-            graft_timeout_secs: 0.6,
+            graft_timeout_secs: 0.5,
             graft_retry_secs: 0.4,
-            optimize_hops: 0,
-            prune_after: 1,
-            shape_one_in: 4,
-            publish_extra: 8,
+            edge_ids_secs: 20.0,
             max_cache: 1024,
             cache_secs: 30.0,
             max_seen: 16_384,
@@ -67,8 +81,8 @@ impl Default for TreeConfig {
             max_announcers: 4,
             max_connected: 4096,
             max_queued_ids: 4096,
-            join_timeout_secs: 5.0,
-            refuse_backoff_secs: 10.0,
+            max_dead_roots: 64,
+            announce_interval_secs: 30.0,
         }
     }
 }

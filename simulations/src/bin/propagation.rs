@@ -72,33 +72,33 @@ struct Args {
     /// Core: minimum seconds between digest announcements while the digest changes.
     #[arg(long, default_value_t = 5.0)]
     announce_interval: f64,
-    /// Records over the core's Plumtree push (exchange/src/tree.rs) instead of gossipsub.
+    /// Records over the core's spanning-tree push (exchange/src/tree/) instead of gossipsub.
     #[arg(long)]
     tree: bool,
-    /// Tree: neighbours asked for (active view target).
-    #[arg(long, default_value_t = TreeConfig::default().active_target)]
-    tree_active: usize,
-    /// Tree: most neighbours.
-    #[arg(long, default_value_t = TreeConfig::default().active_max)]
-    tree_active_max: usize,
-    /// Tree: ids to lazy neighbours are batched this long, ms.
+    /// Tree: the root bumps its sequence number this often, ms.
+    #[arg(long, default_value_t = 1000.0 * TreeConfig::default().heartbeat_secs)]
+    tree_heartbeat_ms: f64,
+    /// Tree: a root silent this long is dropped, ms.
+    #[arg(long, default_value_t = 1000.0 * TreeConfig::default().root_max_age_secs)]
+    tree_max_age_ms: f64,
+    /// Tree: wait this long for the parent to relay a newer root number, ms.
+    #[arg(long, default_value_t = 1000.0 * TreeConfig::default().hold_secs)]
+    tree_hold_ms: f64,
+    /// Tree: non-tree peers chosen for ids of new records.
+    #[arg(long, default_value_t = TreeConfig::default().lazy_peers)]
+    tree_lazy: usize,
+    /// Tree: most peers sent ids (chosen + reciprocated).
+    #[arg(long, default_value_t = TreeConfig::default().max_lazy)]
+    tree_max_lazy: usize,
+    /// Tree: ids are batched this long, ms.
     #[arg(long, default_value_t = 1000.0 * TreeConfig::default().ihave_delay_secs)]
     tree_ihave_ms: f64,
     /// Tree: wait this long after an id before GRAFT, ms.
     #[arg(long, default_value_t = 1000.0 * TreeConfig::default().graft_timeout_secs)]
     tree_graft_ms: f64,
-    /// Tree: swap an eager link for a lazy one announcing this many hops earlier (0: off).
-    #[arg(long, default_value_t = TreeConfig::default().optimize_hops)]
-    tree_optimize_hops: u16,
-    /// Tree: prune a neighbour after this many more duplicates than first copies.
-    #[arg(long, default_value_t = TreeConfig::default().prune_after)]
-    tree_prune_after: i32,
-    /// Tree: only one record in N (by hash) moves link scores.
-    #[arg(long, default_value_t = TreeConfig::default().shape_one_in)]
-    tree_shape_one_in: u8,
-    /// Tree: own records also go in full to this many connected peers outside the tree.
-    #[arg(long, default_value_t = TreeConfig::default().publish_extra)]
-    tree_publish_extra: usize,
+    /// Tree: seconds between digest announcements while the frontier changes (tree on).
+    #[arg(long, default_value_t = TreeConfig::default().announce_interval_secs)]
+    tree_announce_s: f64,
     /// Connections each node dials.
     #[arg(long, default_value_t = 8)]
     dial: usize,
@@ -165,14 +165,14 @@ fn main() -> anyhow::Result<()> {
             announce_interval_secs: a.announce_interval.max(0.1),
             tree: TreeConfig {
                 enabled: a.tree,
-                active_target: a.tree_active,
-                active_max: a.tree_active_max.max(a.tree_active),
+                heartbeat_secs: a.tree_heartbeat_ms.max(10.0) / 1000.0,
+                root_max_age_secs: a.tree_max_age_ms.max(20.0) / 1000.0,
+                hold_secs: a.tree_hold_ms.max(0.0) / 1000.0,
+                lazy_peers: a.tree_lazy,
+                max_lazy: a.tree_max_lazy.max(a.tree_lazy),
                 ihave_delay_secs: a.tree_ihave_ms.max(0.0) / 1000.0,
                 graft_timeout_secs: a.tree_graft_ms.max(1.0) / 1000.0,
-                optimize_hops: a.tree_optimize_hops,
-                prune_after: a.tree_prune_after.max(1),
-                publish_extra: a.tree_publish_extra,
-                shape_one_in: a.tree_shape_one_in.max(1),
+                announce_interval_secs: a.tree_announce_s.max(0.1),
                 ..TreeConfig::default()
             },
             ..metamesh_exchange::Config::default()

@@ -110,12 +110,18 @@ impl Default for Gossipsub {
 /// What the record tree did (sums over all nodes; `records` says which push ran).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TreeReport {
-    /// `"tree"`: records over the core's Plumtree (`core.tree.enabled`); `"gossipsub"`: the records topic.
+    /// `"tree"`: records over the core's spanning tree (`core.tree.enabled`); `"gossipsub"`: the records topic.
     pub records: &'static str,
     pub config: Option<metamesh_exchange::tree::TreeConfig>,
-    /// Mean tree neighbours and eager links per online node at the end.
-    pub active_mean: f64,
-    pub eager_mean: f64,
+    /// Mean tree edges (parent + children) per online node at the end (a spanning tree: 2 − 2/N).
+    pub edges_mean: f64,
+    /// Distinct roots among online nodes at the end (one tree: 1).
+    pub roots: usize,
+    /// Online nodes that are neither a root nor attached to one at the end.
+    pub detached: usize,
+    /// Largest and mean distance to the root at the end (attached nodes).
+    pub max_dist: u8,
+    pub mean_dist: f64,
     pub stats: metamesh_exchange::tree::TreeStats,
 }
 
@@ -146,7 +152,7 @@ pub struct NetConfig {
     /// The gossipsub router's parameters.
     pub gossipsub: Gossipsub,
     /// The exchange core's configuration (every node); `core.tree.enabled`
-    /// pushes records over the core's Plumtree instead of gossipsub.
+    /// pushes records over the core's spanning tree instead of gossipsub.
     pub core: metamesh_exchange::Config,
     /// Join a fresh node at the end and time its bootstrap.
     pub bootstrap: bool,
@@ -273,7 +279,8 @@ mod tests {
         assert_eq!(t.delivered_fraction, 1.0, "{t:?}");
         assert_eq!(t.tree.records, "tree");
         assert!(t.tree.stats.pushes_received > 0, "{t:?}");
-        assert!(t.tree.active_mean > 1.0, "{t:?}");
+        assert_eq!(t.tree.roots, 1, "{t:?}");
+        assert_eq!(t.tree.detached, 0, "{t:?}");
         let c = run(NetConfig {
             core,
             loss: 0.05,
