@@ -258,7 +258,7 @@ async fn write(
     let mut sink = FramedWrite::new(stream.compat(), codec());
     loop {
         let n = next.len() as u64;
-        if let Err(e) = sink.feed(next.into()).await {
+        if let Err(e) = sink.feed(tokio_util::bytes::Bytes::from(next)).await {
             tracing::debug!(%peer, error = %e, "writing to the tree stream");
             return;
         }
