@@ -26,6 +26,7 @@ use libp2p_stream::{Control, OpenStreamError};
 use metamesh_exchange::tree::MAX_TREE_MSG_BYTES;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio_util::bytes::Bytes;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec, LengthDelimitedCodecError};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
@@ -258,7 +259,7 @@ async fn write(
     let mut sink = FramedWrite::new(stream.compat(), codec());
     loop {
         let n = next.len() as u64;
-        if let Err(e) = sink.feed(tokio_util::bytes::Bytes::from(next)).await {
+        if let Err(e) = sink.feed(Bytes::from(next)).await {
             tracing::debug!(%peer, error = %e, "writing to the tree stream");
             return;
         }
@@ -267,7 +268,7 @@ async fn write(
         next = match rx.try_recv() {
             Ok(f) => f,
             Err(_) => {
-                if let Err(e) = sink.flush().await {
+                if let Err(e) = SinkExt::<Bytes>::flush(&mut sink).await {
                     tracing::debug!(%peer, error = %e, "flushing the tree stream");
                     return;
                 }
@@ -278,7 +279,7 @@ async fn write(
             }
         };
     }
-    let _ = sink.close().await;
+    let _ = SinkExt::<Bytes>::close(&mut sink).await;
 }
 
 /// Inbound streams open per peer; a slot is given back when its reader ends.
