@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::prelude::*;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, tcp, yamux, PeerId};
+use metamesh_node::actor::RunningNode;
 use metamesh_node::config::Config;
 use metamesh_node::network::tree::{TreeView, TREE_PROTOCOL};
 use metamesh_protocol::Depth;
