@@ -34,7 +34,7 @@ pub use env::{env_var_names, unknown_env_vars};
 pub use load::config_file;
 pub use types::{
     AcceptanceConfig, Config, LimitsConfig, PeersConfig, PromotionConfig, SharingConfig,
-    StoreSection, TrustConfig, DEFAULT_LISTEN,
+    StoreSection, TreeSection, TrustConfig, DEFAULT_LISTEN,
 };
 pub use validate::validate_mesh_name;
 

@@ -44,6 +44,11 @@ pub fn core_config(cfg: &Config) -> CoreConfig {
         min_reputation_insights: cfg.acceptance.min_reputation_insights,
         trust,
         parent,
+        // records over the tree (`[tree] enabled`); its rules keep the core's defaults
+        tree: metamesh_exchange::tree::TreeConfig {
+            enabled: cfg.tree.enabled,
+            ..d.tree.clone()
+        },
         ..d
     }
 }

@@ -173,8 +173,14 @@ impl Actor {
             }
             Output::Schedule { at, timer } => self.schedule(at, timer),
             Output::Event(e) => self.on_core_event(e),
-            // the node runs records over gossipsub (core.tree is off): no tree messages
-            Output::Tree { .. } => {}
+            // to the peer's `/metamesh/tree/1` queue (dropped when full)
+            Output::Tree { peer, msg } => {
+                let frame = msg.encode();
+                let n = frame.len() as u64;
+                if self.net.tree_send(peer, frame) {
+                    self.sh.metrics.bytes_sent(n);
+                }
+            }
         }
     }
 

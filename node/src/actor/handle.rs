@@ -136,6 +136,11 @@ impl Node {
         self.call(|a| a.core.counters().clone()).await
     }
 
+    /// The record tree (`/metamesh/tree/1`): core and transport counters.
+    pub async fn tree_stats(&self) -> Result<crate::network::tree::TreeView, NodeError> {
+        self.call(|a| a.tree_view()).await
+    }
+
     /// Test seam (issue 12 #3b): make every store write fail as a full disk
     /// (`DiskFull`) or a broken store (`NeedsReopen`) would; `None` stops.
     #[doc(hidden)]

@@ -20,6 +20,7 @@ use libp2p::PeerId;
 use metamesh_exchange::io::{
     Gossip, InboundId, Input, MsgId, Priority, RequestId, SubmitError, Timer,
 };
+use metamesh_exchange::tree::{TreeError, TreeMsg};
 use metamesh_exchange::{State, SubmittedRecord, Topic};
 use metamesh_protocol::codec::CodecError;
 use metamesh_protocol::sync::SyncResponse;
@@ -398,6 +399,31 @@ impl Actor {
                 self.input(Input::PeerDisconnected { peer });
             }
             NetEvent::PeerSubscribed { .. } => {}
+            NetEvent::Tree { peer, frame } => {
+                let msg = match frame {
+                    Ok(bytes) => {
+                        self.sh.metrics.bytes_received(bytes.len() as u64);
+                        TreeMsg::decode(&bytes)
+                    }
+                    Err(e) => Err(TreeError::Codec(CodecError::Invalid(e.to_string()))),
+                };
+                self.input(Input::Tree { peer, msg });
+            }
+        }
+    }
+
+    pub(super) fn tree_view(&self) -> crate::network::tree::TreeView {
+        let (mut neighbours, mut eager) = (0, 0);
+        for (_, e) in self.core.tree_neighbours() {
+            neighbours += 1;
+            eager += usize::from(e);
+        }
+        crate::network::tree::TreeView {
+            enabled: self.sh.cfg.tree.enabled,
+            core: self.core.tree_stats().clone(),
+            neighbours,
+            eager,
+            transport: self.net.tree_counters(),
         }
     }
 

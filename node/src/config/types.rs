@@ -40,6 +40,8 @@ pub struct Config {
     pub acceptance: AcceptanceConfig,
     pub trust: TrustConfig,
     pub store: StoreSection,
+    /// The exchange core's record tree over `/metamesh/tree/1`.
+    pub tree: TreeSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +150,16 @@ pub struct TrustConfig {
     pub fixed: BTreeMap<String, f64>,
 }
 
+/// Records pushed over an eager/lazy tree of a few neighbours
+/// (`/metamesh/tree/1`, see docs/notes/tree.md) instead of gossipsub's
+/// records topic, which stays subscribed for peers without the tree.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TreeSection {
+    /// Push records over the tree (off by default).
+    pub enabled: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSection {
@@ -172,6 +184,7 @@ impl Default for Config {
             acceptance: AcceptanceConfig::default(),
             trust: TrustConfig::default(),
             store: StoreSection::default(),
+            tree: TreeSection::default(),
         }
     }
 }

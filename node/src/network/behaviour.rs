@@ -43,6 +43,8 @@ pub struct MeshBehaviour {
     pub identify: identify::Behaviour,
     pub kad: kad::Behaviour<MemoryStore>,
     pub ping: ping::Behaviour,
+    /// `/metamesh/tree/1` streams (see [`super::tree`]).
+    pub tree: libp2p_stream::Behaviour,
 }
 
 /// Content-hash message id: blake3 of the payload, so the same bytes from
@@ -200,6 +202,7 @@ fn build_behaviour(
         identify,
         kad,
         ping: ping::Behaviour::new(ping::Config::new()),
+        tree: libp2p_stream::Behaviour::new(),
     })
 }
 

@@ -13,6 +13,7 @@ pub mod driver;
 pub mod gate;
 pub mod net;
 pub mod peers;
+pub mod tree;
 
 use std::time::Duration;
 
@@ -124,6 +125,8 @@ pub struct NetworkConfig {
     pub reconnect_cooldown: Duration,
     /// Peers never pruned (the parent).
     pub protected: Vec<PeerId>,
+    /// Speak `/metamesh/tree/1` (the core's record tree, `[tree] enabled`).
+    pub tree: bool,
 }
 
 impl Default for NetworkConfig {
@@ -143,6 +146,7 @@ impl Default for NetworkConfig {
             peer_grace: Duration::from_secs(DEFAULT_PEER_GRACE_SECS),
             reconnect_cooldown: Duration::from_secs(DEFAULT_RECONNECT_COOLDOWN_SECS),
             protected: Vec::new(),
+            tree: false,
         }
     }
 }
@@ -184,7 +188,7 @@ pub fn build(key: libp2p::identity::Keypair, cfg: NetworkConfig) -> Result<Net, 
             tracing::warn!(%addr, error = %e, "bootstrap dial failed");
         }
     }
-    Ok(Net::new(swarm, topics, cfg))
+    Net::new(swarm, topics, cfg)
 }
 
 #[cfg(test)]

@@ -48,6 +48,12 @@ pub enum NetEvent {
         request: Box<PatternRequest>,
         channel: ResponseChannel<PatternResponse>,
     },
+    /// A `/metamesh/tree/1` frame from `peer` (the connection's
+    /// authenticated peer), undecoded; see [`super::tree`].
+    Tree {
+        peer: PeerId,
+        frame: Result<Vec<u8>, super::tree::FrameError>,
+    },
     /// The answer to a request we sent with [`Net::request`].
     Response {
         id: OutboundRequestId,
@@ -90,6 +96,7 @@ pub struct Net {
     heartbeat: tokio::time::Interval,
     /// What the peer manager did (for `metamesh swarm`); see [`Net::counters`].
     counters: PeerCounters,
+    tree: super::tree::TreeNet,
 }
 
 /// Counts of the peer manager's actions since start.
@@ -117,10 +124,15 @@ pub(super) fn now_secs() -> f64 {
 }
 
 impl Net {
-    pub fn new(swarm: Swarm<MeshBehaviour>, topics: Topics, cfg: NetworkConfig) -> Net {
+    pub fn new(
+        swarm: Swarm<MeshBehaviour>,
+        topics: Topics,
+        cfg: NetworkConfig,
+    ) -> Result<Net, NetError> {
+        let tree = super::tree::TreeNet::new(swarm.behaviour().tree.new_control(), cfg.tree)?;
         let mut heartbeat = tokio::time::interval(PEER_HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Net {
+        Ok(Net {
             swarm,
             topics,
             cfg,
@@ -128,7 +140,8 @@ impl Net {
             last_discovery: None,
             heartbeat,
             counters: PeerCounters::default(),
-        }
+            tree,
+        })
     }
 
     pub fn local_peer(&self) -> PeerId {
@@ -146,6 +159,7 @@ impl Net {
                     }
                 }
                 _ = self.heartbeat.tick() => self.on_heartbeat(),
+                (peer, frame) = self.tree.next() => return NetEvent::Tree { peer, frame },
             }
         }
     }
@@ -158,6 +172,17 @@ impl Net {
             .publish(t, data)
             .map(|_| ())
             .map_err(|e| NetError::Publish(e.to_string()))
+    }
+
+    /// Queue a `/metamesh/tree/1` frame for a connected peer; `false` if
+    /// dropped (full queue, not connected, no tree on its side).
+    pub fn tree_send(&mut self, peer: PeerId, frame: Vec<u8>) -> bool {
+        let connected = self.is_connected(&peer);
+        self.tree.send(peer, frame, connected)
+    }
+
+    pub fn tree_counters(&self) -> super::tree::TreeCounters {
+        self.tree.counters()
     }
 
     /// Send a `pattern_request`; the answer comes back as [`NetEvent::Response`].
@@ -446,6 +471,7 @@ impl Net {
                 let gate = self.gate();
                 let limits = gate.limits;
                 gate.book.on_disconnected(peer_id, &limits, now_secs());
+                self.tree.on_disconnected(&peer_id);
                 return Some(NetEvent::PeerDisconnected { peer: peer_id });
             }
             SwarmEvent::NewListenAddr { address, .. } => {
