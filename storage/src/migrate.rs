@@ -69,14 +69,15 @@ fn parse_v1_key(k: &[u8]) -> Option<(PeerId, u64)> {
     Some((origin, u64::from_be_bytes(k[1 + len..].try_into().ok()?)))
 }
 
-fn bar(total: u64) -> indicatif::ProgressBar {
+/// A progress bar for an upgrade of `total` records (hidden off a terminal).
+pub(crate) fn bar(what: &str, total: u64) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let b = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "upgrading store {bar:40} {pos}/{len} records ({per_sec}, eta {eta})",
-    ) {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "upgrading {what} {{bar:40}} {{pos}}/{{len}} records ({{per_sec}}, eta {{eta}})"
+    )) {
         b.set_style(style);
     }
     b
@@ -113,7 +114,7 @@ pub(crate) fn upgrade_v1(old: sled::Db, path: &Path, cfg: &StoreConfig) -> Resul
         std::fs::remove_dir_all(&tmp)?;
     }
     let new = Store::open(&tmp, cfg)?;
-    let progress = bar(total);
+    let progress = bar("store", total);
 
     // Records, in (origin, seq) order: appends in the new layout.
     let records = open_tree(&old, "records")?;

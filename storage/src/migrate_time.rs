@@ -9,26 +9,12 @@
 //! left, so an interrupted upgrade resumes at the next open.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 
 use crate::keys;
 use crate::store::{corrupt, StoreError};
 
 /// `t` keys merged per atomic step.
 const STEP: usize = 8192;
-
-fn bar(total: u64) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let b = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "upgrading store's time index {bar:40} {pos}/{len} records ({per_sec}, eta {eta})",
-    ) {
-        b.set_style(style);
-    }
-    b
-}
 
 /// Replace every `t` entry of `data` by chunk entries; returns how many
 /// `t` entries there were.
@@ -38,7 +24,7 @@ pub(crate) fn upgrade_time_index(data: &sled::Tree) -> Result<u64, StoreError> {
         return Ok(0);
     }
     tracing::info!("upgrading the store's time index ({total} records)");
-    let progress = bar(total);
+    let progress = crate::migrate::bar("the store's time index", total);
     let mut done = 0u64;
     loop {
         let mut latest: BTreeMap<[u8; 13], f64> = BTreeMap::new();
