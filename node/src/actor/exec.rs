@@ -27,10 +27,6 @@ fn topic_kind(t: Topic) -> TopicKind {
     }
 }
 
-/// Most records a `Verify` checks on the actor itself (larger batches, a
-/// pull's pages, go to the verify pool).
-const INLINE_VERIFY_MAX: usize = 2;
-
 /// The store writer's lane for a write of `p` (own and established
 /// origins' records before a flood's).
 pub(super) fn urgency(p: Priority) -> Urgency {
@@ -116,18 +112,6 @@ impl Actor {
                 records,
                 priority,
             } => {
-                // A gossiped record or two: checked right here (~60 µs
-                // each), not on a blocking thread — two thread hand-overs
-                // per record per hop cost more than the check. Bounded per
-                // second, so a flood still queues in the pool's lanes (and
-                // is shed there) instead of holding the actor.
-                if records.len() <= INLINE_VERIFY_MAX
-                    && self.inline_checks.take(records.len(), super::now_secs())
-                {
-                    let results = store_io::verify(&self.sh.keys, &records);
-                    self.after_input(Input::Verified { id, results });
-                    return;
-                }
                 // (a pool of its own: a flood's checks queue behind each
                 // other, not in front of store reads and API work; in the
                 // lane the core chose)

@@ -9,7 +9,7 @@
 //! are applied between two events, never concurrently. The actor never
 //! calls sled and never awaits anything but its next input.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,53 +89,6 @@ pub(crate) struct Actor {
     done_hi_rx: mpsc::Receiver<Call>,
     pub(super) stop: Option<oneshot::Sender<()>>,
     ticks: u64,
-    /// Inputs produced while executing outputs (see [`Actor::after_input`]).
-    later: VecDeque<Input>,
-    /// Signature checks the actor may still do itself (see `exec`).
-    pub(super) inline_checks: InlineBudget,
-}
-
-/// Records per second the actor checks itself at most (~60 µs each: at
-/// most ~1.5 % of its time); the rest go to the verify pool.
-pub(super) const INLINE_CHECKS_PER_SEC: f64 = 256.0;
-
-/// A token bucket of inline signature checks (refilled with the clock the
-/// caller passes; pure).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct InlineBudget {
-    tokens: f64,
-    at: f64,
-    rate: f64,
-}
-
-impl InlineBudget {
-    pub(crate) fn new(rate: f64) -> InlineBudget {
-        InlineBudget {
-            tokens: rate,
-            at: f64::NEG_INFINITY,
-            rate,
-        }
-    }
-
-    /// Take `n` checks at `now` if the budget allows.
-    pub(crate) fn take(&mut self, n: usize, now: f64) -> bool {
-        if now.is_finite() && now > self.at {
-            let gained = if self.at.is_finite() {
-                (now - self.at) * self.rate
-            } else {
-                self.rate
-            };
-            self.tokens = (self.tokens + gained).min(self.rate);
-            self.at = now;
-        }
-        let n = n as f64;
-        if self.tokens >= n {
-            self.tokens -= n;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 fn ms(at: f64) -> u64 {
@@ -178,8 +131,6 @@ impl Actor {
             done_hi_rx,
             stop: None,
             ticks: 0,
-            later: VecDeque::new(),
-            inline_checks: InlineBudget::new(INLINE_CHECKS_PER_SEC),
         }
     }
 
@@ -220,17 +171,6 @@ impl Actor {
     pub(super) fn input(&mut self, input: Input) {
         let outputs = self.core.handle(input, now_secs());
         self.execute(outputs);
-        // Inputs that executing produced (an inline check's result): after
-        // the outputs before them, as if a job had completed at once.
-        while let Some(next) = self.later.pop_front() {
-            let outputs = self.core.handle(next, now_secs());
-            self.execute(outputs);
-        }
-    }
-
-    /// Queue `input` for once the outputs being executed are done.
-    pub(super) fn after_input(&mut self, input: Input) {
-        self.later.push_back(input);
     }
 
     pub(super) fn schedule(&mut self, at: f64, timer: Timer) {
@@ -541,26 +481,5 @@ impl Actor {
                 tracing::debug!(error = %e, "re-dialling the parent");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::InlineBudget;
-
-    #[test]
-    fn inline_checks_are_bounded_per_second_and_refill() {
-        let mut b = InlineBudget::new(4.0);
-        assert!(b.take(2, 100.0));
-        assert!(b.take(2, 100.0));
-        // Spent: a flood in the same instant goes to the pool.
-        assert!(!b.take(1, 100.0));
-        // Half a second refills half the rate, never above it.
-        assert!(b.take(2, 100.5));
-        assert!(!b.take(1, 100.5));
-        assert!(b.take(4, 1000.0));
-        assert!(!b.take(1, 1000.0));
-        // A clock going backwards gains nothing.
-        assert!(!b.take(1, 999.0));
     }
 }

@@ -32,11 +32,6 @@ pub const GOSSIP_THRESHOLD: f64 = -20.0;
 pub const PUBLISH_THRESHOLD: f64 = -50.0;
 pub const GRAYLIST_THRESHOLD: f64 = -80.0;
 
-/// Gossipsub mesh degree (target, low and high watermarks).
-pub const MESH_N: usize = 4;
-pub const MESH_N_LOW: usize = 3;
-pub const MESH_N_HIGH: usize = 8;
-
 #[derive(NetworkBehaviour)]
 pub struct MeshBehaviour {
     /// The peer manager (refuses connections beyond our target).
@@ -127,16 +122,6 @@ fn build_behaviour(
         .message_id_fn(message_id)
         .max_transmit_size(MAX_GOSSIP_BYTES)
         .heartbeat_interval(Duration::from_millis(700))
-        // Mesh degree for a node holding 8 peers (`[peers] target`, max 12):
-        // half of them eager, the rest lazy (IHAVE). Gossipsub's default
-        // D = 6 of 8–12 connections made every node receive each record ~6
-        // times; D = 4 measured 28 % less CPU per delivered copy and a
-        // lower p99 at 32 nodes (docs/notes/swarm1s.md).
-        .mesh_n(MESH_N)
-        .mesh_n_low(MESH_N_LOW)
-        .mesh_n_high(MESH_N_HIGH)
-        .gossip_lazy(MESH_N)
-        .mesh_outbound_min(1)
         .build()
         .map_err(|e| NetError::Config(format!("gossipsub: {e}")))?;
     let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gs_config)

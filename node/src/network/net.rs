@@ -26,8 +26,6 @@ const MAX_KNOWN_PEERS: usize = 4096;
 /// Kad re-runs a bootstrap query (a closest-peer walk) at most this often,
 /// and only while the node holds fewer than its target of peers.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
-/// Most peers taken from one kad walk's answer.
-const MAX_WALK_PEERS: usize = 64;
 /// How often the peer manager prunes excess peers and dials below target.
 const PEER_HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -298,41 +296,14 @@ impl Net {
         }
     }
 
-    /// Start a kad walk towards our own key, at most once per
-    /// [`DISCOVERY_INTERVAL`]; the peers it finds become known (dialled by
-    /// the heartbeat while below target, see [`Net::on_walk_result`]).
-    /// One walk, not kad's `bootstrap` (a walk per bucket on top).
+    /// Start a kad bootstrap walk, at most once per [`DISCOVERY_INTERVAL`].
     fn discover(&mut self) {
         let due = self
             .last_discovery
             .is_none_or(|t| t.elapsed() >= DISCOVERY_INTERVAL);
-        if due && self.connected_count() > 0 {
-            let me = self.local_peer();
-            self.swarm.behaviour_mut().kad.get_closest_peers(me);
+        if due && self.swarm.behaviour_mut().kad.bootstrap().is_ok() {
             self.last_discovery = Some(std::time::Instant::now());
             self.counters.discoveries += 1;
-        }
-    }
-
-    /// A walk's peers: remembered, and put in kad's routing table (as
-    /// disconnected entries), so the next dials need no walk and kad's
-    /// automatic re-walks (while its table holds < 20 peers) stop once it
-    /// knows enough of the mesh.
-    fn on_walk_result(&mut self, peers: Vec<kad::PeerInfo>) {
-        let me = self.local_peer();
-        for info in peers.into_iter().take(MAX_WALK_PEERS) {
-            if info.peer_id == me || self.cfg.denied.contains(&info.peer_id) {
-                continue;
-            }
-            for addr in info.addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
-                if is_dialable(&addr) {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&info.peer_id, addr.clone());
-                    self.remember(info.peer_id, addr);
-                }
-            }
         }
     }
 
@@ -423,18 +394,6 @@ impl Net {
                         self.remember(peer_id, addr);
                     }
                 }
-            }
-            SwarmEvent::Behaviour(MeshBehaviourEvent::Kad(
-                kad::Event::OutboundQueryProgressed {
-                    result: kad::QueryResult::GetClosestPeers(r),
-                    ..
-                },
-            )) => {
-                let peers = match r {
-                    Ok(ok) => ok.peers,
-                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
-                };
-                self.on_walk_result(peers);
             }
             SwarmEvent::Behaviour(MeshBehaviourEvent::Kad(kad::Event::RoutingUpdated {
                 peer,
