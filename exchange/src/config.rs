@@ -95,7 +95,7 @@ pub struct Config {
     /// Confidence (P(best)) of our `optimal_quality_depth` insight needed
     /// before it is promoted to the parent.
     pub promote_min_confidence: f64,
-    /// Records over a spanning-tree push (`exchange/src/tree/`) instead of gossipsub (off by default).
+    /// Records over a spanning-tree push (`exchange/src/tree/`) instead of gossipsub (on by default).
     pub tree: crate::tree::TreeConfig,
 }
 
@@ -146,6 +146,13 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Whether this node runs the record tree: `tree.enabled` and sharing
+    /// on. A sharing-off node serves and forwards nothing, so it stays out
+    /// of the tree (its peers see no tree on it) and learns by pull.
+    pub fn tree_active(&self) -> bool {
+        self.sharing && self.tree.enabled
+    }
+
     pub fn trust(&self, peer: &PeerId) -> Trust {
         self.trust.get(peer).copied().unwrap_or_default()
     }

@@ -199,7 +199,7 @@ impl State {
                 depth,
                 local: true,
             });
-            if self.cfg.sharing && self.cfg.tree.enabled {
+            if self.cfg.tree_active() {
                 self.tree_in(crate::tree::TreeIn::Broadcast(rec), now);
             } else if self.cfg.sharing {
                 let msg = GossipMessage::RecordPush(RecordPush {

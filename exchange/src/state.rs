@@ -173,7 +173,7 @@ pub struct State {
     pub(crate) next_id: u64,
     pub(crate) out: Vec<Output>,
     pub(crate) started: bool,
-    /// The record tree (used when `cfg.tree.enabled`).
+    /// The record tree (used when [`Config::tree_active`]).
     pub(crate) ptree: crate::tree::Tree,
 }
 
@@ -444,7 +444,7 @@ impl State {
             return;
         }
         self.peers.insert(peer, PeerInfo::default());
-        if self.cfg.tree.enabled {
+        if self.cfg.tree_active() {
             self.tree_in(crate::tree::TreeIn::Up(peer), now);
         }
         // A new connection compares digests; it does not pull everything.
@@ -541,7 +541,7 @@ impl State {
         let since = now - self.last_announce_at;
         // With the tree on, new records travel by the tree (and its repair):
         // announcing changes is the last resort, at the tree's slower cadence.
-        let interval = if self.cfg.tree.enabled {
+        let interval = if self.cfg.tree_active() {
             self.cfg.tree.announce_interval_secs
         } else {
             self.cfg.announce_interval_secs
@@ -620,7 +620,7 @@ impl State {
         msg: Result<crate::tree::TreeMsg, crate::tree::TreeError>,
         now: f64,
     ) {
-        if !self.cfg.tree.enabled || !self.peers.contains_key(&peer) {
+        if !self.cfg.tree_active() || !self.peers.contains_key(&peer) {
             return;
         }
         match msg {
@@ -642,7 +642,7 @@ impl State {
     }
 
     pub(crate) fn tree_have(&mut self, id: ContentHash, now: f64) {
-        if self.cfg.tree.enabled {
+        if self.cfg.tree_active() {
             self.tree_in(crate::tree::TreeIn::Have(id), now);
         }
     }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Parameters of the tree. `Default`: off (records go over gossipsub).
+/// Parameters of the tree. `Default`: on (off: records go over gossipsub's records topic).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TreeConfig {
@@ -62,7 +62,7 @@ pub struct TreeConfig {
 impl Default for TreeConfig {
     fn default() -> Self {
         TreeConfig {
-            enabled: false,
+            enabled: true,
             heartbeat_secs: 3.0,
             root_max_age_secs: 8.0,
             hold_secs: 0.5,

@@ -47,16 +47,23 @@ pub struct Net {
 
 pub const T0: f64 = testutil::NOW;
 
+/// The gossip-and-pull paths' config: these nets carry no tree messages
+/// (exchange/tests/tree.rs and the simulator test the tree), so records go
+/// over gossip as with `[tree] enabled = false`.
 pub fn cfg() -> Config {
-    Config {
+    let mut c = Config {
         repair_delay_secs: 0.2,
         recon_min_interval_secs: 0.5,
         ..Config::default()
-    }
+    };
+    c.tree.enabled = false;
+    c
 }
 
 impl Net {
-    pub fn new(n: usize, seed: u64, cfg: Config) -> Net {
+    pub fn new(n: usize, seed: u64, mut cfg: Config) -> Net {
+        // no tree transport here (see [`cfg`])
+        cfg.tree.enabled = false;
         let mut nodes = Vec::new();
         let mut ids = HashMap::new();
         for i in 0..n {

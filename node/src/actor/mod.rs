@@ -263,7 +263,8 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         peer_grace: Duration::from_secs(cfg.peers.grace_secs),
         reconnect_cooldown: Duration::from_secs(cfg.peers.reconnect_cooldown_secs),
         protected: cfg.parent_peer().map(|(p, _)| p).into_iter().collect(),
-        tree: cfg.tree.enabled,
+        // the core's rule: no tree on a sharing-off node
+        tree: core_config::core_config(&cfg).tree_active(),
     };
     let want_listeners = netcfg.listen.len();
     let net = network::build(key.clone(), netcfg)?;

@@ -419,7 +419,7 @@ impl Actor {
             eager += usize::from(e);
         }
         crate::network::tree::TreeView {
-            enabled: self.sh.cfg.tree.enabled,
+            enabled: self.core.config().tree_active(),
             core: self.core.tree_stats().clone(),
             neighbours,
             eager,

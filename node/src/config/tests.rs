@@ -47,6 +47,7 @@ fn defaults_are_valid_and_match_the_interface() {
     assert_eq!(c.mesh, "default");
     assert_eq!(c.api, "127.0.0.1:0");
     assert!(c.sharing.enabled);
+    assert!(c.tree.enabled, "records go over the tree by default");
     assert_eq!(c.sharing.announce_interval_secs, 10);
     assert_eq!(c.limits.max_patterns_per_response, 256);
     assert_eq!(c.limits.max_response_bytes, 1 << 20);

@@ -153,11 +153,20 @@ pub struct TrustConfig {
 /// Records pushed over an eager/lazy tree of a few neighbours
 /// (`/metamesh/tree/1`, see docs/notes/tree.md) instead of gossipsub's
 /// records topic, which stays subscribed for peers without the tree.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TreeSection {
-    /// Push records over the tree (off by default).
+    /// Push records over the tree (on by default; off: records go over
+    /// gossipsub's records topic as they did before the tree).
     pub enabled: bool,
+}
+
+impl Default for TreeSection {
+    fn default() -> Self {
+        TreeSection {
+            enabled: metamesh_exchange::tree::TreeConfig::default().enabled,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -72,8 +72,12 @@ struct Args {
     /// Core: minimum seconds between digest announcements while the digest changes.
     #[arg(long, default_value_t = 5.0)]
     announce_interval: f64,
-    /// Records over the core's spanning-tree push (exchange/src/tree/) instead of gossipsub.
+    /// Records over gossipsub's records topic instead of the core's
+    /// spanning-tree push (exchange/src/tree/), which is the default, as in the node.
     #[arg(long)]
+    no_tree: bool,
+    /// Accepted for older scripts: the tree is the default.
+    #[arg(long, hide = true, conflicts_with = "no_tree")]
     tree: bool,
     /// Tree: the root bumps its sequence number this often, ms.
     #[arg(long, default_value_t = 1000.0 * TreeConfig::default().heartbeat_secs)]
@@ -164,7 +168,7 @@ fn main() -> anyhow::Result<()> {
         core: metamesh_exchange::Config {
             announce_interval_secs: a.announce_interval.max(0.1),
             tree: TreeConfig {
-                enabled: a.tree,
+                enabled: a.tree || !a.no_tree,
                 heartbeat_secs: a.tree_heartbeat_ms.max(10.0) / 1000.0,
                 root_max_age_secs: a.tree_max_age_ms.max(20.0) / 1000.0,
                 hold_secs: a.tree_hold_ms.max(0.0) / 1000.0,

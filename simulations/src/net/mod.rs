@@ -268,9 +268,32 @@ mod tests {
     }
 
     #[test]
-    fn records_over_the_core_tree_reach_everyone_also_with_loss_and_churn() {
+    fn records_over_gossipsub_reach_everyone_also_with_loss_and_churn() {
+        // `[tree] enabled = false`: the records topic carries records
         let mut core = metamesh_exchange::Config::default();
-        core.tree.enabled = true;
+        core.tree.enabled = false;
+        let g = run(NetConfig {
+            core: core.clone(),
+            bootstrap: false,
+            ..small(8)
+        });
+        assert_eq!(g.delivered_fraction, 1.0, "{g:?}");
+        assert_eq!(g.tree.records, "gossipsub");
+        let c = run(NetConfig {
+            core,
+            loss: 0.05,
+            churn: 0.1,
+            bootstrap: false,
+            ..small(9)
+        });
+        assert_eq!(c.delivered_fraction, 1.0, "{c:?}");
+    }
+
+    #[test]
+    fn records_over_the_core_tree_reach_everyone_also_with_loss_and_churn() {
+        // the default, as in the node
+        let core = metamesh_exchange::Config::default();
+        assert!(core.tree.enabled);
         let t = run(NetConfig {
             core: core.clone(),
             bootstrap: false,
