@@ -47,22 +47,19 @@ pub struct Net {
 
 pub const T0: f64 = testutil::NOW;
 
-/// The gossip-and-pull paths' config: these nets carry no tree messages
-/// (exchange/tests/tree.rs and the simulator test the tree), so records go
-/// over gossip as with `[tree] enabled = false`.
 pub fn cfg() -> Config {
-    let mut c = Config {
+    Config {
         repair_delay_secs: 0.2,
         recon_min_interval_secs: 0.5,
         ..Config::default()
-    };
-    c.tree.enabled = false;
-    c
+    }
 }
 
 impl Net {
     pub fn new(n: usize, seed: u64, mut cfg: Config) -> Net {
-        // no tree transport here (see [`cfg`])
+        // These nets carry no tree frames (exchange/tests/tree.rs and the
+        // simulator test the tree): records go over gossip, as with
+        // `[tree] enabled = false`.
         cfg.tree.enabled = false;
         let mut nodes = Vec::new();
         let mut ids = HashMap::new();

@@ -267,26 +267,33 @@ mod tests {
         );
     }
 
-    #[test]
-    fn records_over_gossipsub_reach_everyone_also_with_loss_and_churn() {
-        // `[tree] enabled = false`: the records topic carries records
-        let mut core = metamesh_exchange::Config::default();
-        core.tree.enabled = false;
-        let g = run(NetConfig {
+    /// Runs `core` without and then with 5 % loss + 10 % churn (seeds
+    /// `seed`, `seed + 1`); both must deliver everything. Returns the clean run.
+    fn delivers_also_with_loss_and_churn(core: metamesh_exchange::Config, seed: u64) -> NetReport {
+        let clean = run(NetConfig {
             core: core.clone(),
             bootstrap: false,
-            ..small(8)
+            ..small(seed)
         });
-        assert_eq!(g.delivered_fraction, 1.0, "{g:?}");
-        assert_eq!(g.tree.records, "gossipsub");
+        assert_eq!(clean.delivered_fraction, 1.0, "{clean:?}");
         let c = run(NetConfig {
             core,
             loss: 0.05,
             churn: 0.1,
             bootstrap: false,
-            ..small(9)
+            ..small(seed + 1)
         });
         assert_eq!(c.delivered_fraction, 1.0, "{c:?}");
+        clean
+    }
+
+    #[test]
+    fn records_over_gossipsub_reach_everyone_also_with_loss_and_churn() {
+        // `[tree] enabled = false`: the records topic carries records
+        let mut core = metamesh_exchange::Config::default();
+        core.tree.enabled = false;
+        let g = delivers_also_with_loss_and_churn(core, 8);
+        assert_eq!(g.tree.records, "gossipsub");
     }
 
     #[test]
@@ -294,24 +301,11 @@ mod tests {
         // the default, as in the node
         let core = metamesh_exchange::Config::default();
         assert!(core.tree.enabled);
-        let t = run(NetConfig {
-            core: core.clone(),
-            bootstrap: false,
-            ..small(6)
-        });
-        assert_eq!(t.delivered_fraction, 1.0, "{t:?}");
+        let t = delivers_also_with_loss_and_churn(core, 6);
         assert_eq!(t.tree.records, "tree");
         assert!(t.tree.stats.pushes_received > 0, "{t:?}");
         assert_eq!(t.tree.roots, 1, "{t:?}");
         assert_eq!(t.tree.detached, 0, "{t:?}");
-        let c = run(NetConfig {
-            core,
-            loss: 0.05,
-            churn: 0.1,
-            bootstrap: false,
-            ..small(7)
-        });
-        assert_eq!(c.delivered_fraction, 1.0, "{c:?}");
     }
 
     #[test]
