@@ -248,6 +248,7 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
             bootstrap.push(dialable(&a, peer));
         }
     }
+    let core_cfg = core_config::core_config(&cfg);
     let netcfg = NetworkConfig {
         mesh: cfg.mesh.clone(),
         listen: cfg.listen_addrs(),
@@ -264,7 +265,7 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         reconnect_cooldown: Duration::from_secs(cfg.peers.reconnect_cooldown_secs),
         protected: cfg.parent_peer().map(|(p, _)| p).into_iter().collect(),
         // the core's rule: no tree on a sharing-off node
-        tree: core_config::core_config(&cfg).tree_active(),
+        tree: core_cfg.tree_active(),
     };
     let want_listeners = netcfg.listen.len();
     let net = network::build(key.clone(), netcfg)?;
@@ -299,7 +300,7 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, NodeError> {
         api_addr: OnceLock::new(),
         listen_addrs: OnceLock::new(),
     });
-    let core = metamesh_exchange::State::new(core_config::core_config(&cfg), init);
+    let core = metamesh_exchange::State::new(core_cfg, init);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let actor = run::Actor::new(shared.clone(), net, core, cmd_rx);
     let actor_task = tokio::spawn(actor.run());
