@@ -33,4 +33,4 @@ pub use store::{
     MAX_MODES_PER_ORIGIN, SCHEMA_VERSION,
 };
 pub use write::{Batch, Declined, EpochInfo, Outcomes};
-pub use writer::{Urgency, Writer, WriterConfig};
+pub use writer::{NotTaken, Urgency, Writer, WriterConfig};

@@ -262,6 +262,29 @@ impl Writer {
             .map_err(|_| closed())
     }
 
+    /// [`Writer::submit_with_in`] that never blocks: a full queue (or a
+    /// stopped writer) hands the job back untouched, for async callers
+    /// that must not wait on the writer (the node's actor).
+    pub fn try_submit_with_in(
+        &self,
+        lane: Urgency,
+        batch: Batch,
+        reply: Reply,
+    ) -> Result<(), NotTaken> {
+        self.tx
+            .get(lane)
+            .try_send(Job { batch, reply, lane })
+            .map_err(|e| {
+                let closed = matches!(e, channel::TrySendError::Disconnected(_));
+                let Job { batch, reply, .. } = e.into_inner();
+                NotTaken {
+                    batch,
+                    reply,
+                    closed,
+                }
+            })
+    }
+
     /// Submit without waiting; [`Ticket::wait`] for the result.
     pub fn submit_nowait(&self, batch: Batch) -> Result<Ticket, StoreError> {
         let (rtx, rrx) = mpsc::channel();
@@ -289,6 +312,23 @@ impl Writer {
                 let _ = h.join();
             }
         }
+    }
+}
+
+/// A job [`Writer::try_submit_with_in`] did not take, handed back.
+pub struct NotTaken {
+    pub batch: Batch,
+    pub reply: Reply,
+    /// The writer has stopped (else: its queue was full).
+    pub closed: bool,
+}
+
+impl std::fmt::Debug for NotTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotTaken")
+            .field("records", &self.batch.len())
+            .field("closed", &self.closed)
+            .finish()
     }
 }
 

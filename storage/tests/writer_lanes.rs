@@ -186,3 +186,58 @@ fn an_urgent_write_joins_a_lingering_bulk_group() {
     w.shutdown();
     assert_eq!(store.pattern_count(), 2);
 }
+
+/// The non-blocking submit: with the writer held and its one-job queues
+/// full, a job is handed back untouched (nothing written, its reply never
+/// runs); once the writer is free, it is taken and stored.
+#[test]
+fn a_full_queue_hands_the_job_back_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), &StoreConfig::default()).unwrap();
+    let cfg = WriterConfig {
+        queue: 1,
+        bulk_linger: std::time::Duration::ZERO,
+        ..WriterConfig::default()
+    };
+    let w = Writer::start(store.clone(), None, cfg).unwrap();
+    let k = Keypair::generate_ed25519();
+    let release = hold(&w, &k);
+    // Fill both stages of the bulk lane (the signer's queue and the writer's).
+    let mut queued = 0;
+    let ran = Arc::new(Mutex::new(0usize));
+    let mut refused = None;
+    for seq in 2..50 {
+        let r = ran.clone();
+        match w.try_submit_with_in(
+            Urgency::Bulk,
+            insert(&k, seq),
+            Box::new(move |res| {
+                res.unwrap();
+                *r.lock().unwrap() += 1;
+            }),
+        ) {
+            Ok(()) => queued += 1,
+            Err(not) => {
+                assert!(!not.closed);
+                refused = Some((seq, not));
+                break;
+            }
+        }
+    }
+    let (seq, not) = refused.expect("a one-job queue filled up");
+    assert!(queued <= 3, "{queued} jobs queued past a one-job queue");
+    assert_eq!(not.batch.len(), 1);
+    release.send(()).unwrap();
+    // The handed-back job, submitted again, is stored.
+    let (tx, done) = mpsc::channel();
+    w.submit_with_in(
+        Urgency::Bulk,
+        not.batch,
+        Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+    )
+    .unwrap();
+    assert!(done.recv().unwrap());
+    w.shutdown();
+    assert_eq!(*ran.lock().unwrap(), queued);
+    assert_eq!(store.pattern_count(), seq);
+}

@@ -3,14 +3,21 @@
 //! and metrics. Nothing here decides anything about the exchange.
 
 use libp2p::gossipsub::MessageAcceptance;
-use metamesh_exchange::io::{Acceptance, Event, Input, Output, Priority};
+use std::collections::BTreeSet;
+
+use libp2p::PeerId;
+use metamesh_exchange::io::{
+    Acceptance, Event, Input, Output, PersistBatch, Persisted, Priority, WriteId,
+};
 use metamesh_exchange::serve::{execute as serve_plan, record_bytes};
 use metamesh_exchange::Topic;
 use metamesh_protocol::sync::SyncResponse;
-use metamesh_storage::Urgency;
+use metamesh_storage::writer::Reply;
+use metamesh_storage::{Batch, NotTaken, Urgency};
+use tokio::sync::mpsc;
 
 use super::pool::{Lane, PoolError};
-use super::run::Actor;
+use super::run::{Actor, Call};
 use super::store_io::{self, StoreSource};
 use super::Shared;
 use crate::events::NodeEvent;
@@ -132,33 +139,7 @@ impl Actor {
                 id,
                 batch,
                 priority,
-            } => {
-                self.write_job(
-                    priority,
-                    move |sh: &Shared| {
-                        let writer = sh
-                            .writer()
-                            .ok_or_else(|| "the node is shutting down".to_string())?;
-                        // A full disk or a broken store makes the node
-                        // unhealthy (see `health`); `injected` is its test seam.
-                        let r = match sh.health.injected() {
-                            Some(e) => Err(e),
-                            None => store_io::persist(&sh.store, &writer, batch, urgency(priority)),
-                        };
-                        r.map_err(|e| {
-                            sh.health.note(&e);
-                            e.to_string()
-                        })
-                    },
-                    move |a, r| {
-                        let result = r.unwrap_or_else(|e| Err(e.to_string()));
-                        if let Err(e) = &result {
-                            tracing::warn!(error = %e, "store write failed");
-                        }
-                        a.input(Input::Persisted { id, result });
-                    },
-                );
-            }
+            } => self.persist(id, batch, priority),
             Output::Submitted { id, result } => {
                 if let Some(reply) = self.submits.remove(&id.0) {
                     let _ = reply.send(result);
@@ -182,6 +163,104 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Execute a `Persist`. Records alone (what peers' pushes produce) go
+    /// straight into the group-commit writer's lane, answered from the
+    /// writer thread after their flush: no pool thread waits for it, so
+    /// the writer's own bounds (urgent first, at most 64 bulk records per
+    /// group) and the core's in-flight bounds are the only limits, and a
+    /// group holds every record that came during the previous flush.
+    /// Anything else (side tables, declined slots), a full writer queue or
+    /// an injected fault takes the write pool.
+    fn persist(&mut self, id: WriteId, batch: PersistBatch, priority: Priority) {
+        let batch = if store_io::records_only(&batch) && self.sh.health.injected().is_none() {
+            match self.persist_direct(id, batch, priority) {
+                Some(b) => b,
+                None => return,
+            }
+        } else {
+            batch
+        };
+        self.write_job(
+            priority,
+            move |sh: &Shared| {
+                let writer = sh
+                    .writer()
+                    .ok_or_else(|| "the node is shutting down".to_string())?;
+                // A full disk or a broken store makes the node
+                // unhealthy (see `health`); `injected` is its test seam.
+                let r = match sh.health.injected() {
+                    Some(e) => Err(e),
+                    None => store_io::persist(&sh.store, &writer, batch, urgency(priority)),
+                };
+                r.map_err(|e| {
+                    sh.health.note(&e);
+                    e.to_string()
+                })
+            },
+            move |a, r| a.on_persisted(id, r.unwrap_or_else(|e| Err(e.to_string()))),
+        );
+    }
+
+    /// Submit a records-only batch to the writer without waiting; hands
+    /// the batch back when the writer did not take it.
+    fn persist_direct(
+        &mut self,
+        id: WriteId,
+        batch: PersistBatch,
+        priority: Priority,
+    ) -> Option<PersistBatch> {
+        let Some(writer) = self.sh.writer() else {
+            return Some(batch);
+        };
+        let touched: BTreeSet<PeerId> = batch.records.iter().map(|(_, b)| b.origin).collect();
+        let sh = self.sh.clone();
+        let tx = match super::exec::lane(priority) {
+            Lane::High => self.done_hi_tx.clone(),
+            Lane::Low => self.done_tx.clone(),
+        };
+        let rt = tokio::runtime::Handle::current();
+        let reply: Reply = Box::new(move |r| {
+            // (on the writer thread, after the flush that covers the batch)
+            let result = r
+                .and_then(store_io::insert_outcomes)
+                .map(|o| store_io::persisted(&sh.store, o, touched))
+                .map_err(|e| {
+                    sh.health.note(&e);
+                    e.to_string()
+                });
+            let call: Call = Box::new(move |a: &mut Actor| a.on_persisted(id, result));
+            // Never block the writer on the actor: a full channel is
+            // waited on by a task instead.
+            if let Err(mpsc::error::TrySendError::Full(call)) = tx.try_send(call) {
+                rt.spawn(async move {
+                    let _ = tx.send(call).await;
+                });
+            }
+        });
+        match writer.try_submit_with_in(urgency(priority), Batch::Insert(batch.records), reply) {
+            Ok(()) => None,
+            Err(NotTaken {
+                batch: Batch::Insert(records),
+                ..
+            }) => Some(PersistBatch {
+                records,
+                ..PersistBatch::default()
+            }),
+            Err(not) => {
+                // (cannot happen: the writer hands back what it was given)
+                tracing::error!(?not, "the writer handed back another batch");
+                None
+            }
+        }
+    }
+
+    pub(super) fn on_persisted(&mut self, id: WriteId, result: Result<Persisted, String>) {
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "store write failed");
+        }
+        self.input(Input::Persisted { id, result });
     }
 
     fn on_core_event(&mut self, e: Event) {

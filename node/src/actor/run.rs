@@ -83,10 +83,10 @@ pub(crate) struct Actor {
     pub(super) promoted_by: BTreeMap<PeerId, u64>,
     cmds: mpsc::Receiver<Call>,
     /// Completions of low-lane jobs (fresh identities' checks and writes).
-    done_tx: mpsc::Sender<Call>,
+    pub(super) done_tx: mpsc::Sender<Call>,
     done_rx: mpsc::Receiver<Call>,
     /// Completions of every other job: applied before any low one.
-    done_hi_tx: mpsc::Sender<Call>,
+    pub(super) done_hi_tx: mpsc::Sender<Call>,
     done_hi_rx: mpsc::Receiver<Call>,
     pub(super) stop: Option<oneshot::Sender<()>>,
     ticks: u64,

@@ -73,18 +73,11 @@ pub(crate) fn persist(
         store.bump_own_seq(seq)?;
     }
     let mut touched: BTreeSet<PeerId> = BTreeSet::new();
-    let mut outcomes = Vec::with_capacity(batch.records.len());
+    let mut outcomes = Vec::new();
     let mut flushed = false;
     if !batch.records.is_empty() {
         touched.extend(batch.records.iter().map(|(_, b)| b.origin));
-        match writer.submit_in(lane, Batch::Insert(batch.records))? {
-            Outcomes::Inserted(v) => outcomes.extend(v.into_iter().map(|o| match o {
-                InsertOutcome::Inserted => WriteOutcome::Inserted,
-                InsertOutcome::Duplicate => WriteOutcome::Duplicate,
-                InsertOutcome::Equivocation { .. } => WriteOutcome::Equivocation,
-            })),
-            _ => return Err(corrupt("other outcomes to an insert")),
-        }
+        outcomes = insert_outcomes(writer.submit_in(lane, Batch::Insert(batch.records))?)?;
         flushed = true;
     }
     if !batch.declined.is_empty() {
@@ -105,11 +98,46 @@ pub(crate) fn persist(
     if !flushed {
         store.flush()?;
     }
+    Ok(persisted(store, outcomes, touched))
+}
+
+/// The core's answer to a write: each record's outcome and the frontiers
+/// of the origins it touched (read after the flush).
+pub(crate) fn persisted(
+    store: &Store,
+    outcomes: Vec<WriteOutcome>,
+    touched: BTreeSet<PeerId>,
+) -> Persisted {
     let frontier = touched
         .into_iter()
         .map(|o| (o, store.frontier_of(&o)))
         .collect();
-    Ok(Persisted { outcomes, frontier })
+    Persisted { outcomes, frontier }
+}
+
+/// Each inserted record's outcome, in the core's terms.
+pub(crate) fn insert_outcomes(o: Outcomes) -> Result<Vec<WriteOutcome>, StoreError> {
+    match o {
+        Outcomes::Inserted(v) => Ok(v
+            .into_iter()
+            .map(|o| match o {
+                InsertOutcome::Inserted => WriteOutcome::Inserted,
+                InsertOutcome::Duplicate => WriteOutcome::Duplicate,
+                InsertOutcome::Equivocation { .. } => WriteOutcome::Equivocation,
+            })
+            .collect()),
+        _ => Err(corrupt("other outcomes to an insert")),
+    }
+}
+
+/// A batch of records and nothing else (no side tables, no declined
+/// slots): one writer submission is all it takes.
+pub(crate) fn records_only(b: &PersistBatch) -> bool {
+    !b.records.is_empty()
+        && b.declined.is_empty()
+        && b.insights.is_empty()
+        && b.reputation.is_empty()
+        && b.own_seq.is_none()
 }
 
 /// Check signatures: signers decoded once per key (cached), then one batch

@@ -61,6 +61,9 @@ pub struct RoundReport {
     /// Every node held every pattern when the round ended.
     pub propagated: bool,
     pub round_ms: u64,
+    /// This round's patterns: p50/p99 time to reach every other node (ms).
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +116,13 @@ pub struct SwarmSummary {
     pub mesh: mesh::MeshReport,
     /// The machine's load average (1, 5, 15 min) when the rounds ended.
     pub load_average: Option<[f64; 3]>,
+    /// The record tree's repair work over the whole run, summed over nodes:
+    /// records asked for by id after a push did not come (`grafts_sent`),
+    /// digest repairs when no announcer answered, and copies that arrived
+    /// twice.
+    pub tree_grafts: u64,
+    pub tree_repairs: u64,
+    pub tree_duplicates: u64,
     pub per_round: Vec<RoundReport>,
 }
 
@@ -373,6 +383,7 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
     let mut total: u64 = 0;
     let mut per_round = Vec::with_capacity(a.rounds);
     let mut rounds_to_90 = None;
+    let mut round_keys: Vec<Vec<(String, u64)>> = Vec::with_capacity(a.rounds);
     if !a.json {
         println!(
             "swarm: {} nodes ({} byzantine), strategy {}, trust {}, seed {}; true best depth {best}",
@@ -433,11 +444,13 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
                 (r, Instant::now())
             }));
         }
+        let mut recorded = Vec::with_capacity(submissions.len());
         for s in submissions {
             let (r, at) = s.await.context("a node's recording task failed")?;
             let submitted = r.map_err(|e| anyhow::anyhow!("recording: {e}"))?;
             let mut arr = lock(&arrivals);
             for p in submitted {
+                recorded.push((p.origin.clone(), p.seq));
                 arr.recorded(p.origin, p.seq, at);
             }
         }
@@ -474,6 +487,7 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         let majority = (0..Depth::COUNT)
             .max_by_key(|i| (votes[*i], std::cmp::Reverse(*i)))
             .unwrap_or(0);
+        round_keys.push(recorded);
         let report = RoundReport {
             round,
             majority_depth: Depth::ALL[majority],
@@ -482,6 +496,9 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
             median_confidence: median(&mut conf_own),
             propagated,
             round_ms: round_start.elapsed().as_millis() as u64,
+            // (filled in once the last arrivals are in)
+            p50_ms: None,
+            p99_ms: None,
         };
         if rounds_to_90.is_none() && report.median_confidence_true_best >= 0.9 {
             rounds_to_90 = Some(round);
@@ -511,6 +528,10 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
     let load_average = measure::load_average();
     let mesh_report = mesh::report(&nodes, &counters_start, settle_ms).await;
     let latency: LatencySummary = measure::summarise(&lock(&arrivals).latencies(a.nodes));
+    for (r, keys) in per_round.iter_mut().zip(&round_keys) {
+        let l = measure::summarise(&lock(&arrivals).latencies_of(keys, a.nodes));
+        (r.p50_ms, r.p99_ms) = (l.p50_ms, l.p99_ms);
+    }
     let record_bytes = mean_record_bytes(&nodes[0]);
     let mut exchanged = 0;
     let mut served = 0;
@@ -520,6 +541,14 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         exchanged += m.patterns_accepted;
         served += m.patterns_shared;
         bytes_sent += m.bytes_sent;
+    }
+    let (mut tree_grafts, mut tree_repairs, mut tree_duplicates) = (0, 0, 0);
+    for n in &nodes {
+        if let Ok(t) = n.node.tree_stats().await {
+            tree_grafts += t.core.grafts_sent;
+            tree_repairs += t.core.repairs;
+            tree_duplicates += t.core.duplicates;
+        }
     }
     let last = per_round.last().cloned();
     for n in nodes {
@@ -569,6 +598,9 @@ async fn run_swarm(a: &SwarmArgs, strat: Box<dyn DepthStrategy>) -> Result<Swarm
         wall_secs: started.elapsed().as_secs_f64(),
         mesh: mesh_report,
         load_average,
+        tree_grafts,
+        tree_repairs,
+        tree_duplicates,
         per_round,
     })
 }

@@ -73,18 +73,30 @@ impl Arrivals {
     pub fn latencies(&self, nodes: usize) -> Vec<Option<Duration>> {
         self.patterns
             .values()
-            .filter_map(|p| {
-                let rec = p.recorded?;
-                Some(if p.holders + 1 >= nodes {
-                    Some(
-                        p.last
-                            .map_or(Duration::ZERO, |l| l.saturating_duration_since(rec)),
-                    )
-                } else {
-                    None
-                })
-            })
+            .filter_map(|p| p.latency(nodes))
             .collect()
+    }
+
+    /// [`Arrivals::latencies`] of the patterns `keys` (one round's).
+    pub fn latencies_of(&self, keys: &[(String, u64)], nodes: usize) -> Vec<Option<Duration>> {
+        keys.iter()
+            .filter_map(|k| self.patterns.get(k)?.latency(nodes))
+            .collect()
+    }
+}
+
+impl Pattern1 {
+    /// `None`: not recorded; `Some(None)`: not every other node stored it.
+    fn latency(&self, nodes: usize) -> Option<Option<Duration>> {
+        let rec = self.recorded?;
+        Some(if self.holders + 1 >= nodes {
+            Some(
+                self.last
+                    .map_or(Duration::ZERO, |l| l.saturating_duration_since(rec)),
+            )
+        } else {
+            None
+        })
     }
 }
 
@@ -211,6 +223,11 @@ mod tests {
         assert_eq!(a.latencies(3), vec![None]);
         a.arrived("x".into(), 1, t0 + Duration::from_millis(9));
         assert_eq!(a.latencies(3), vec![Some(Duration::from_millis(9))]);
+        let keys = vec![("x".to_string(), 1), ("y".to_string(), 1)];
+        assert_eq!(
+            a.latencies_of(&keys, 3),
+            vec![Some(Duration::from_millis(9))]
+        );
     }
 
     #[test]
