@@ -13,6 +13,7 @@ use libp2p_identity::PeerId;
 use metamesh_protocol::record::RecordKind;
 use metamesh_protocol::wire::{GossipMessage, InsightBroadcast, RecordPush, WIRE_VERSION};
 use metamesh_protocol::{codec, DepthTable, InsightBody, InsightSet, Pattern, SignedRecord};
+use rand::Rng;
 use serde::Serialize;
 
 use crate::book::TokenBucket;
@@ -221,22 +222,33 @@ impl State {
 
     pub(crate) fn on_own_insights(&mut self, stats: DepthTable, insights: InsightSet, now: f64) {
         self.pending_insight = Some((stats, insights));
+        if self.next_insight_at.is_none() {
+            // The first one waits a random part of an interval, so that
+            // nodes that record together (a fleet started at once, a
+            // benchmark's rounds) do not all broadcast in the same moment
+            // and keep doing so every interval after.
+            let wait = self.cfg.insight_interval_secs * self.rng.gen::<f64>();
+            self.next_insight_at = Some(now + wait);
+        }
         self.maybe_broadcast_insight(now);
     }
 
-    /// Sign and broadcast our pending insights, at most every
-    /// `insight_interval_secs`.
+    /// Sign and broadcast our pending insights when due: at most every
+    /// `insight_interval_secs`, each wait stretched by a random up to half
+    /// of it (broadcast timers that stay in step concentrate every node's
+    /// insight into the same moment; jitter keeps them apart).
     pub(crate) fn maybe_broadcast_insight(&mut self, now: f64) {
         if self.writes_backed_up()
             || self.pending_insight.is_none()
-            || now - self.last_insight_at < self.cfg.insight_interval_secs
+            || self.next_insight_at.is_some_and(|at| now < at)
         {
             return;
         }
         let Some((stats, insights)) = self.pending_insight.take() else {
             return;
         };
-        self.last_insight_at = now;
+        let stretch = 1.0 + 0.5 * self.rng.gen::<f64>();
+        self.next_insight_at = Some(now + self.cfg.insight_interval_secs * stretch);
         let last = self
             .insight_seqs
             .get(&self.me)

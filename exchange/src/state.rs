@@ -164,7 +164,8 @@ pub struct State {
     /// Origin → latest insight (seq, hash), for ordering and equivocation.
     pub(crate) insight_seqs: BoundedMap<PeerId, (u64, ContentHash)>,
     pub(crate) own_insight: Option<(SignedRecord, InsightBody)>,
-    pub(crate) last_insight_at: f64,
+    /// When our next insight broadcast may go (`None`: none pending yet).
+    pub(crate) next_insight_at: Option<f64>,
     pub(crate) pending_insight:
         Option<(metamesh_protocol::DepthTable, metamesh_protocol::InsightSet)>,
     pub(crate) last_announce_at: f64,
@@ -208,7 +209,7 @@ impl State {
             inflight: BoundedMap::new(cfg.max_inflight_ranges),
             insight_seqs,
             own_insight: init.own_insight,
-            last_insight_at: f64::NEG_INFINITY,
+            next_insight_at: None,
             pending_insight: None,
             last_announce_at: f64::NEG_INFINITY,
             announced_root: 0,
