@@ -16,6 +16,7 @@
 //!
 //! (This replaces `service.rs`, a `Node` around one `Mutex<State>`.)
 
+mod api_impl;
 mod core_config;
 pub use core_config::core_config;
 mod exec;
