@@ -541,8 +541,12 @@ impl State {
         let root = self.tree.root();
         let since = now - self.last_announce_at;
         // With the tree on, new records travel by the tree (and its repair):
-        // announcing changes is the last resort, at the tree's slower cadence.
-        let interval = if self.cfg.tree_active() {
+        // announcing changes is the last resort, at the tree's slower cadence
+        // — unless a connected peer stays out of the tree (tree off, sharing
+        // off, an older build): then announcements are all it gets.
+        let silent_after = 2.0 * self.cfg.tree.heartbeat_secs;
+        let interval = if self.cfg.tree_active() && self.ptree.silent_peers(now, silent_after) == 0
+        {
             self.cfg.tree.announce_interval_secs
         } else {
             self.cfg.announce_interval_secs

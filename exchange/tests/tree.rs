@@ -553,3 +553,28 @@ fn no_input_sequence_panics_or_grows_a_table_past_its_bound() {
     }
     assert!(TreeMsg::decode(&vec![0u8; MAX_TREE_MSG_BYTES + 1]).is_err());
 }
+
+/// A connected peer that never sends `State` (tree off, sharing off, an
+/// older build) counts as silent once it had the time to: the core then
+/// announces at the fast cadence, since announcements are all it gets.
+#[test]
+fn a_peer_that_never_speaks_the_tree_counts_as_silent() {
+    let cfg = TreeConfig::default();
+    let after = 2.0 * cfg.heartbeat_secs;
+    let (me, talker, mute) = (peer(0), peer(1), peer(2));
+    let mut t = Tree::new(cfg, me, 7);
+    t.handle(TreeIn::Up(talker), 0.0);
+    t.handle(TreeIn::Up(mute), 0.0);
+    // the talker answers our State with its own; the mute peer never does
+    let mut other = Tree::new(TreeConfig::default(), talker, 8);
+    for o in other.handle(TreeIn::Up(me), 0.0) {
+        if let TreeOut::Send { to, msg } = o {
+            assert_eq!(to, me);
+            t.handle(TreeIn::Message { from: talker, msg }, 0.1);
+        }
+    }
+    assert_eq!(t.silent_peers(1.0, after), 0, "too early to tell");
+    assert_eq!(t.silent_peers(after, after), 1);
+    t.handle(TreeIn::Down(mute), after + 1.0);
+    assert_eq!(t.silent_peers(after + 1.0, after), 0);
+}

@@ -122,6 +122,8 @@ pub struct Place {
 /// A connected peer, as the tree sees it.
 #[derive(Debug, Clone)]
 struct Peer {
+    /// When it connected.
+    up_at: f64,
     /// Its last `State` (none yet: `heard` false).
     heard: bool,
     root: u64,
@@ -142,8 +144,9 @@ struct Peer {
 }
 
 impl Peer {
-    fn new() -> Peer {
+    fn new(up_at: f64) -> Peer {
         Peer {
+            up_at,
             heard: false,
             root: 0,
             seq: 0,
@@ -295,6 +298,17 @@ impl Tree {
         self.peers.keys().map(|p| (p, self.is_edge(p)))
     }
 
+    /// Connected peers that sent no `State` within `after` seconds of
+    /// connecting: they do not speak the tree, or keep out of it (sharing
+    /// off), so no push reaches them and only our announcements bring them
+    /// new records.
+    pub fn silent_peers(&self, now: f64, after: f64) -> usize {
+        self.peers
+            .values()
+            .filter(|p| !p.heard && now - p.up_at >= after)
+            .count()
+    }
+
     /// Our parent, if any.
     pub fn parent(&self) -> Option<&PeerId> {
         self.parent.as_ref()
@@ -369,7 +383,7 @@ impl Tree {
         if self.peers.len() >= self.cfg.max_connected {
             return;
         }
-        self.peers.insert(p, Peer::new());
+        self.peers.insert(p, Peer::new(now));
         self.send_state(p, now);
         self.refresh_lazy();
     }
