@@ -2,9 +2,9 @@
 //! the pools (results come back to the core as inputs), events to the API
 //! and metrics. Nothing here decides anything about the exchange.
 
-use libp2p::gossipsub::MessageAcceptance;
 use std::collections::BTreeSet;
 
+use libp2p::gossipsub::MessageAcceptance;
 use libp2p::PeerId;
 use metamesh_exchange::io::{
     Acceptance, Event, Input, Output, PersistBatch, Persisted, Priority, WriteId,
@@ -216,10 +216,7 @@ impl Actor {
         };
         let touched: BTreeSet<PeerId> = batch.records.iter().map(|(_, b)| b.origin).collect();
         let sh = self.sh.clone();
-        let tx = match super::exec::lane(priority) {
-            Lane::High => self.done_hi_tx.clone(),
-            Lane::Low => self.done_tx.clone(),
-        };
+        let tx = self.done_sender(lane(priority));
         let rt = tokio::runtime::Handle::current();
         let reply: Reply = Box::new(move |r| {
             // (on the writer thread, after the flush that covers the batch)

@@ -83,10 +83,10 @@ pub(crate) struct Actor {
     pub(super) promoted_by: BTreeMap<PeerId, u64>,
     cmds: mpsc::Receiver<Call>,
     /// Completions of low-lane jobs (fresh identities' checks and writes).
-    pub(super) done_tx: mpsc::Sender<Call>,
+    done_tx: mpsc::Sender<Call>,
     done_rx: mpsc::Receiver<Call>,
     /// Completions of every other job: applied before any low one.
-    pub(super) done_hi_tx: mpsc::Sender<Call>,
+    done_hi_tx: mpsc::Sender<Call>,
     done_hi_rx: mpsc::Receiver<Call>,
     pub(super) stop: Option<oneshot::Sender<()>>,
     ticks: u64,
@@ -259,6 +259,14 @@ impl Actor {
         self.job_in(pool.clone(), super::exec::lane(priority), job, then)
     }
 
+    /// Where completions of `lane`'s work go (high ones are applied first).
+    pub(super) fn done_sender(&self, lane: Lane) -> mpsc::Sender<Call> {
+        match lane {
+            Lane::High => self.done_hi_tx.clone(),
+            Lane::Low => self.done_tx.clone(),
+        }
+    }
+
     /// Run `job` on `pool` in `lane`; `then` gets its result on the actor.
     pub(super) fn job_in<T, J, K>(&self, pool: Pool, lane: Lane, job: J, then: K)
     where
@@ -267,10 +275,7 @@ impl Actor {
         K: FnOnce(&mut Actor, Result<T, PoolError>) + Send + 'static,
     {
         let sh = self.sh.clone();
-        let tx = match lane {
-            Lane::High => self.done_hi_tx.clone(),
-            Lane::Low => self.done_tx.clone(),
-        };
+        let tx = self.done_sender(lane);
         tokio::spawn(async move {
             let r = pool.run_in(lane, move || job(&sh)).await;
             let call: Call = Box::new(move |a: &mut Actor| then(a, r));
